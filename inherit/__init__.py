@@ -1,0 +1,72 @@
+"""Control what a forked child inherits.
+
+``zero_on_fork(n)`` hands out memory that reads as zeros in any forked child,
+``generation()`` detects forks for the price of a memory read, ``ForkLocal``
+and ``Random`` build per-process state on top. The backend (Linux madvise,
+BSD minherit, or a getpid fallback) is chosen and verified on first use,
+never at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._detect import generation
+from ._errors import BackendUnavailable
+from ._local import ForkLocal
+from ._region import Region, keep_on_fork, zero_on_fork
+
+if TYPE_CHECKING:
+    from ._cache import per_process_cache
+    from ._random import Random
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "ForkLocal",
+    "Random",
+    "Region",
+    "backend",
+    "diagnostics",
+    "generation",
+    "keep_on_fork",
+    "per_process_cache",
+    "zero_on_fork",
+]
+
+
+def backend() -> str:
+    """The active backend: ``"madvise"``, ``"minherit"`` or ``"getpid"``.
+
+    Chosen on first use. Raises ``ValueError`` for an unknown
+    ``INHERIT_BACKEND`` and :class:`BackendUnavailable` if the requested one
+    does not work here.
+    """
+    from ._select import current
+
+    return current().backend.name
+
+
+def diagnostics() -> dict[str, Any]:
+    """What was chosen and why, as plain data (what ``python -m inherit --json`` prints)."""
+    from ._diagnostics import report
+
+    return report()
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on demand: importing ``random`` is not free.
+    if name == "Random":
+        from ._random import Random
+
+        return Random
+    if name == "per_process_cache":
+        from ._cache import per_process_cache
+
+        return per_process_cache
+    raise AttributeError(f"module 'inherit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

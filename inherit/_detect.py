@@ -1,0 +1,118 @@
+"""Fork detection: ``generation()``.
+
+With a kernel backend a flag byte lives in a page the kernel wipes in every
+child, so the fast path is one memory read with no syscall and no allocation.
+With the getpid backend the flag stays zero and every call compares PIDs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .backends import Backend
+
+# Zero means "look closer". Until a backend is installed it is a private
+# zero byte, so the first call takes the slow path and selects a backend.
+_flag: bytearray | memoryview = bytearray(1)
+_generation = 0
+_pid = -1
+_kernel = False
+_installed = False
+_lock = threading.Lock()
+_flag_page: object = None
+
+# Run (under the lock) when a new process is detected, before anyone sees
+# the new generation. Used to wipe memory when the kernel does not.
+on_new_process: list[Callable[[], None]] = []
+
+
+def generation() -> int:
+    """A number that differs in every forked child and is stable otherwise.
+
+    Whatever made the child (``os.fork``, multiprocessing, ``fork()`` from C,
+    raw ``fork``/``clone`` syscalls), its value differs from the parent's at
+    the fork and from its own children's. Values are only comparable within
+    one process.
+    """
+    if _flag[0]:
+        return _generation
+    return _refresh()
+
+
+def _refresh() -> int:
+    global _generation, _pid
+    if not _installed:
+        from . import _select
+
+        _select.current()
+    if _kernel:
+        with _lock:
+            if not _flag[0]:
+                _new_process()
+                _flag[0] = 1  # last: other threads wait on the lock until now
+            return _generation
+    pid = os.getpid()
+    if pid == _pid:
+        return _generation
+    with _lock:
+        if _pid != pid:
+            _new_process()
+            _pid = pid  # last, as above
+        return _generation
+
+
+def _new_process() -> None:
+    global _generation
+    _generation += 1
+    for callback in on_new_process:
+        callback()
+
+
+def install(backend: Backend) -> None:
+    """Wire detection to the chosen backend (called once, by _select)."""
+    global _flag, _kernel, _installed, _flag_page
+    if backend.kernel_wipes:
+        page = backend.allocate(_page_size())
+        backend.mark_zero(page)
+        _flag_page = page
+        _flag = memoryview(page)
+        _kernel = True
+    _installed = True
+
+
+def _page_size() -> int:
+    from .backends import page_size
+
+    return page_size()
+
+
+def is_lazy() -> bool:
+    """True when the library, not the kernel, must wipe memory in children."""
+    return _installed and not _kernel
+
+
+def _before_fork() -> None:
+    _lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    if _installed and not _kernel:
+        _refresh()  # eager: wipe before the child's code runs
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -1,0 +1,25 @@
+"""The C library through the out-of-line cffi module (loaded only when needed)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_libc: Any = None
+
+
+def libc() -> Any:
+    """The process's own C library, or None where there is none to call (Windows)."""
+    global _libc
+    if _libc is None and os.name != "nt":
+        from ._native import ffi
+
+        _libc = ffi.dlopen(None)
+    return _libc
+
+
+def pointer_to(buffer: Any) -> Any:
+    """A ``char *`` cdata for a writable buffer (kept alive by the caller)."""
+    from ._native import ffi
+
+    return ffi.from_buffer(buffer)

@@ -1,0 +1,272 @@
+"""``Region``: memory that reads as zeros in any forked child."""
+
+from __future__ import annotations
+
+import operator
+import sys
+import weakref
+from collections.abc import Iterator
+from pickle import PickleBuffer
+from types import TracebackType
+from typing import Any, NoReturn, SupportsIndex, overload
+
+from . import _detect, _select, _slab
+
+_MAX_SIZE = sys.maxsize // 2
+
+
+def _checked_size(size: object) -> int:
+    if isinstance(size, bool) or not hasattr(type(size), "__index__"):
+        raise TypeError(f"size must be an int, not {type(size).__name__}")
+    n = operator.index(size)  # type: ignore[arg-type]
+    if n <= 0:
+        raise ValueError(f"size must be positive, got {n}")
+    if n > _MAX_SIZE:
+        raise OverflowError(f"size {n} is larger than any mapping can be")
+    return n
+
+
+class Region:
+    """A fixed-size, writable block of bytes that reads as zeros in forked children.
+
+    Made by :func:`inherit.zero_on_fork`. Behaves like a ``bytearray`` of fixed
+    length for ``len``, indexing, slicing and slice assignment (slices return a
+    ``bytearray``). ``memoryview(r)`` works on Python 3.12+; :meth:`view` on every
+    version. Closing wipes the bytes; a region whose views are still alive
+    cannot be closed (``BufferError``), so no view ever outlives its memory.
+    """
+
+    __slots__ = ("_mv", "_arena", "_offset", "_size", "_secret", "__weakref__")
+
+    _mv: memoryview | None
+    _arena: _slab.Arena
+    _offset: int
+    _size: int
+    _secret: bool
+
+    def __init__(self) -> None:
+        raise TypeError("use inherit.zero_on_fork(size) to make a Region")
+
+    # -- access -----------------------------------------------------------
+    def _live(self) -> memoryview:
+        mv = self._mv
+        if mv is None:
+            raise ValueError("operation on a closed Region")
+        if _detect._kernel is False:
+            _detect.generation()  # lazy backend: wipe first if this is a new process
+        return mv
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, key: SupportsIndex) -> int: ...
+    @overload
+    def __getitem__(self, key: slice) -> bytearray: ...
+    def __getitem__(self, key: SupportsIndex | slice) -> int | bytearray:
+        mv = self._live()
+        if isinstance(key, slice):
+            return bytearray(mv[key])
+        try:
+            return mv[key]  # type: ignore[no-any-return]
+        except IndexError:
+            raise IndexError("Region index out of range") from None
+
+    @overload
+    def __setitem__(self, key: SupportsIndex, value: SupportsIndex) -> None: ...
+    @overload
+    def __setitem__(self, key: slice, value: Any) -> None: ...
+    def __setitem__(self, key: SupportsIndex | slice, value: Any) -> None:
+        mv = self._live()
+        if isinstance(key, slice):
+            if isinstance(value, int):
+                raise TypeError("can assign only bytes-like objects to a Region slice")
+            try:
+                src = memoryview(value)
+            except TypeError:
+                raise TypeError(
+                    f"can assign only bytes-like objects to a Region slice, not {type(value).__name__}"
+                ) from None
+            with src:
+                if src.ndim != 1 or src.itemsize != 1:
+                    src = src.cast("B")
+                wanted = len(range(*key.indices(self._size)))
+                if src.nbytes != wanted:
+                    raise ValueError(
+                        f"a Region has a fixed length: slice needs {wanted} bytes, got {src.nbytes}"
+                    )
+                mv[key] = src
+            return
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"a byte must be an int, not {type(value).__name__}")
+        byte = operator.index(value)
+        if not 0 <= byte <= 255:
+            raise ValueError("byte must be in range(0, 256)")
+        try:
+            mv[key] = byte
+        except IndexError:
+            raise IndexError("Region index out of range") from None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._live().tolist())
+
+    def __bytes__(self) -> bytes:
+        return self._live().tobytes()
+
+    def view(self) -> memoryview:
+        """A writable memoryview of the region (any Python version).
+
+        The region cannot be closed while the view (or any view derived from
+        it) is alive; release it with ``view.release()`` or a ``with`` block.
+        """
+        return memoryview(PickleBuffer(self._live()))
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        return self._live()
+
+    def __release_buffer__(self, view: memoryview, /) -> None:
+        """The view is released by the memoryview machinery itself."""
+
+    def wipe(self) -> None:
+        """Set every byte to zero (the region stays open)."""
+        self._live()[:] = bytes(self._size)
+
+    # -- state --------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._mv is None
+
+    @property
+    def on_fork(self) -> str:
+        """``"zero"`` or ``"keep"``: what a forked child sees."""
+        return "zero" if self._arena.zero else "keep"
+
+    @property
+    def secret(self) -> bool:
+        return self._secret
+
+    @property
+    def locked(self) -> bool:
+        """True if the pages are locked in RAM (secret regions, best effort)."""
+        return self._arena.locked
+
+    @property
+    def dumpable(self) -> bool:
+        """False if the pages are excluded from core dumps."""
+        return not self._arena.nodump
+
+    def close(self) -> None:
+        """Wipe the bytes and free them. Idempotent.
+
+        Raises BufferError while a memoryview of the region is alive.
+        """
+        with _slab.lock():
+            mv = self._mv
+            if mv is None:
+                return
+            try:
+                mv.release()
+            except BufferError:
+                raise BufferError(
+                    "cannot close a Region while memoryviews of it exist; release them first"
+                ) from None
+            self._mv = None
+            _slab.release_locked(self._arena, self._offset)
+
+    def __enter__(self) -> Region:
+        self._live()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        mv = getattr(self, "_mv", None)
+        if mv is None:
+            return
+        mv[:] = bytes(self._size)  # wipe now, whatever happens to the slot
+        try:
+            mv.release()
+        except BufferError:
+            # Views outlive the region (possible before 3.12): free on their death.
+            weakref.finalize(mv, _slab.release_later, self._arena, self._offset)
+            return
+        self._mv = None
+        # Never block in a finalizer: it may run while this thread holds the lock.
+        _slab.release_later(self._arena, self._offset)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._mv is None else f"on_fork={self.on_fork!r}"
+        return f"<inherit.Region size={self._size} {state}{' secret' if self._secret else ''}>"
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError("a Region cannot be pickled or copied: that would copy its bytes")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a Region cannot be copied: that would copy its bytes")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise TypeError("a Region cannot be copied: that would copy its bytes")
+
+
+def zero_on_fork(size: int, *, secret: bool = False) -> Region:
+    """Allocate ``size`` zero bytes that read as zeros in every forked child.
+
+    ``secret=True`` also keeps the pages out of core dumps and tries to lock
+    them in RAM (see :attr:`Region.locked`).
+    """
+    n = _checked_size(size)
+    if not isinstance(secret, bool):
+        raise TypeError("secret must be True or False")
+    if _select._current is None:
+        _select.current()
+    arena, offset = _slab.allocate(n, True, secret)
+    region = Region.__new__(Region)
+    region._arena = arena
+    region._offset = offset
+    region._size = n
+    region._secret = secret
+    region._mv = arena.root[offset : offset + n]
+    return region
+
+
+def keep_on_fork(region: Region) -> Region:
+    """Undo :func:`zero_on_fork`: children inherit a copy of ``region`` again.
+
+    Small regions share pages with others, so their bytes move to memory that
+    children inherit; that needs every view of the region released first
+    (``BufferError`` otherwise). Returns the region.
+    """
+    if not isinstance(region, Region):
+        raise TypeError(f"keep_on_fork() takes a Region, not {type(region).__name__}")
+    mv = region._live()
+    arena = region._arena
+    if not arena.zero:
+        return region
+    if arena.pool is None:  # a mapping of its own: just re-mark it
+        _select.current().backend.mark_keep(arena.mem)
+        arena.zero = False
+        _slab._zero_arenas.discard(arena)
+        return region
+    with _slab.lock():
+        if region._mv is not mv:  # closed or moved by another thread meanwhile
+            raise ValueError("the Region was closed or moved during keep_on_fork()")
+        new_arena, new_offset = _slab.allocate_locked(_slab.slot_size(region._size), False, region._secret)
+        new_mv = new_arena.root[new_offset : new_offset + region._size]
+        new_mv[:] = mv
+        try:
+            mv.release()
+        except BufferError:
+            new_mv.release()
+            _slab.release_locked(new_arena, new_offset)
+            raise BufferError(
+                "keep_on_fork() must move a small Region; release its memoryviews first"
+            ) from None
+        _slab.release_locked(arena, region._offset)
+        region._arena, region._offset, region._mv = new_arena, new_offset, new_mv
+    return region

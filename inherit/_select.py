@@ -1,0 +1,115 @@
+"""Choosing the backend: the one place that knows about platforms.
+
+Selection runs once, on first use (never at import), under a lock. A kernel
+backend is chosen only after it has been verified here; otherwise the getpid
+backend, with every refusal kept for diagnostics.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+from ._errors import BackendUnavailable
+from .backends import Backend, Verification
+
+ENV_VAR = "INHERIT_BACKEND"
+NAMES = ("madvise", "minherit", "getpid")
+
+
+@dataclass(frozen=True)
+class Selection:
+    backend: Backend
+    reason: str
+    requested: str | None
+    refused: tuple[tuple[str, str], ...]
+    verification: Verification
+
+
+def make(name: str) -> Backend:
+    """Construct a backend by name (no verification)."""
+    if name == "madvise":
+        from .backends.madvise import MadviseBackend
+
+        return MadviseBackend()
+    if name == "minherit":
+        from .backends.minherit import MinheritBackend
+
+        return MinheritBackend()
+    if name == "getpid":
+        from .backends.getpid import GetpidBackend
+
+        return GetpidBackend()
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def candidates(platform: str | None = None) -> list[str]:
+    """Backends to try on ``platform`` (default: this one), best first."""
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("linux"):
+        return ["madvise", "getpid"]
+    if platform.startswith(("openbsd", "freebsd", "netbsd")):
+        return ["minherit", "getpid"]
+    return ["getpid"]
+
+
+def requested_backend() -> str | None:
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    if value not in NAMES:
+        raise ValueError(
+            f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(NAMES)} or unset it"
+        )
+    return value
+
+
+def choose() -> Selection:
+    """Verify candidates in order; honour INHERIT_BACKEND strictly."""
+    requested = requested_backend()
+    if requested is not None:
+        backend = make(requested)
+        verification = backend.verify()  # raises BackendUnavailable
+        return Selection(backend, f"requested by {ENV_VAR}", requested, (), verification)
+    refused: list[tuple[str, str]] = []
+    for name in candidates():
+        backend = make(name)
+        try:
+            verification = backend.verify()
+        except BackendUnavailable as exc:
+            refused.append((name, exc.reason))
+            continue
+        if refused:
+            reason = "fallback: " + "; ".join(f"{n} refused ({r})" for n, r in refused)
+        elif backend.kernel_wipes:
+            reason = "the kernel mechanism was verified in this process"
+        else:
+            reason = f"no kernel zero-on-fork mechanism on {sys.platform}"
+        return Selection(backend, reason, None, tuple(refused), verification)
+    raise AssertionError("the getpid backend is always available")  # pragma: no cover
+
+
+_lock = threading.Lock()
+_current: Selection | None = None
+
+
+def current() -> Selection:
+    """The active selection, made on first call."""
+    selection = _current
+    if selection is not None:
+        return selection
+    return _select()
+
+
+def _select() -> Selection:
+    global _current
+    with _lock:
+        if _current is None:
+            selection = choose()
+            from . import _detect
+
+            _detect.install(selection.backend)
+            _current = selection
+        return _current

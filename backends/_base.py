@@ -6,10 +6,12 @@ import abc
 import errno
 import mmap
 import os
-from dataclasses import dataclass, field
-from typing import ClassVar
+TYPE_CHECKING = False
 
 from .._errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 _PAGE = mmap.PAGESIZE
 
@@ -40,14 +42,18 @@ def describe_oserror(call: str, exc: OSError) -> str:
     return f"{call} failed with {name} ({os.strerror(code)})"
 
 
-@dataclass
 class Verification:
     """How a backend was shown to work in this process."""
 
-    method: str
-    detail: str = ""
-    cache_path: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    __slots__ = ("cache_path", "detail", "method")
+
+    def __init__(self, method: str, detail: str = "", cache_path: str | None = None) -> None:
+        self.method = method
+        self.detail = detail
+        self.cache_path = cache_path
+
+    def __repr__(self) -> str:
+        return f"Verification({self.method!r}, {self.detail!r}, {self.cache_path!r})"
 
 
 class Backend(abc.ABC):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import errno
 import mmap
-import platform
+import os
 import sys
 
 from ._base import Backend, Verification, describe_oserror, page_size
-from ._probe import fork_probe
 
 MADV_WIPEONFORK = 18
 MADV_KEEPONFORK = 19
@@ -75,7 +74,7 @@ class MadviseBackend(Backend):
         try:
             mem.madvise(MADV_WIPEONFORK)
         except OSError as exc:
-            legacy = platform.machine().startswith("parisc")
+            legacy = os.uname().machine.startswith("parisc")
             if not (legacy and exc.errno == errno.EINVAL):
                 raise
             mem.madvise(PARISC_MADV_WIPEONFORK)
@@ -111,6 +110,8 @@ class MadviseBackend(Backend):
                 )
         finally:
             mem.close()
+        from ._probe import fork_probe  # only without /proc: it needs subprocess
+
         ok, verification = fork_probe(self.name)
         verification.detail = f"/proc/self/smaps is unreadable; {verification.detail}"
         if not ok:

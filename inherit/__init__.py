@@ -9,7 +9,7 @@ never at import.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False
 
 from ._detect import generation
 from ._errors import BackendUnavailable
@@ -17,6 +17,8 @@ from ._local import ForkLocal
 from ._region import Region, keep_on_fork, zero_on_fork
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._cache import per_process_cache
     from ._random import Random
 

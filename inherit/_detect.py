@@ -8,11 +8,12 @@ With the getpid backend the flag stays zero and every call compares PIDs.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from _thread import allocate_lock
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .backends import Backend
 
 # Zero means "look closer". Until a backend is installed it is a private
@@ -22,12 +23,14 @@ _generation = 0
 _pid = -1
 _kernel = False
 _installed = False
-_lock = threading.Lock()
+_lock = allocate_lock()
 _flag_page: object = None
 
 # Run (under the lock) when a new process is detected, before anyone sees
 # the new generation. Used to wipe memory when the kernel does not.
 on_new_process: list[Callable[[], None]] = []
+# Told the flag buffer once a backend is installed (modules that inline the fast path).
+on_install: list[Callable[[bytearray | memoryview], None]] = []
 
 
 def generation() -> int:
@@ -81,6 +84,8 @@ def install(backend: Backend) -> None:
         _flag_page = page
         _flag = memoryview(page)
         _kernel = True
+        for callback in on_install:
+            callback(_flag)
     _installed = True
 
 
@@ -105,7 +110,7 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = allocate_lock()
     if _installed and not _kernel:
         _refresh()  # eager: wipe before the child's code runs
 

@@ -1,16 +1,33 @@
-"""``ForkLocal``: like ``threading.local``, but per process."""
+"""``ForkLocal``: like ``threading.local``, but per process.
+
+Fast path: one read of the fork flag, then the ordinary attribute lookup. No
+per-instance stamp is compared; instead, when a new process is detected,
+every live instance (tracked in a WeakSet) is switched to a "pending" twin
+class whose first touch clears the attributes and re-runs ``__init__``.
+"""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from _thread import RLock, get_ident
+from _weakrefset import WeakSet
+TYPE_CHECKING = False
 
 from . import _detect
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _getattribute = object.__getattribute__
 _setattr = object.__setattr__
 _delattr = object.__delattr__
-_meta_lock = threading.Lock()
+_type = type
+
+# Replaced by _detect.install() with the wipe-on-fork flag; zero means "check".
+_flag: bytearray | memoryview = bytearray(1)
+
+_instances: WeakSet[ForkLocal] = WeakSet()
+_pending_of: dict[type, type] = {}  # real class -> pending twin
+_real_of: dict[type, type] = {}  # pending twin -> real class
 
 
 class ForkLocal:
@@ -18,44 +35,49 @@ class ForkLocal:
 
     Shared by all threads of one process. In a child made by any route, the
     first touch finds the attributes gone; if a subclass defines
-    ``__init__``, it runs again there with the original arguments. Nothing
-    global refers to instances, so they die like any other object.
+    ``__init__``, it runs again there, once, with the original arguments.
+    Instances are tracked weakly and die like any other object.
     """
 
-    __slots__ = ("__dict__", "__weakref__", "_forklocal_gen", "_forklocal_args", "_forklocal_lock", "_forklocal_owner")
+    __slots__ = ("__dict__", "__weakref__", "_forklocal_args", "_forklocal_lock", "_forklocal_owner")
 
     def __new__(cls, /, *args: Any, **kwargs: Any) -> Any:
         if (args or kwargs) and cls.__init__ is object.__init__:
             raise TypeError(f"{cls.__name__}() takes no arguments unless it defines __init__")
+        _detect.generation()  # settle any pending fork before this instance exists
         self = object.__new__(cls)
         _set_args(self, (args, kwargs))
         _set_lock(self, None)
         _set_owner(self, None)
-        _set_gen(self, _detect.generation())
+        _instances.add(self)
         return self
 
     def __getattribute__(self, name: str) -> Any:
-        if _get_gen(self) != _detect.generation():
+        if _flag[0]:
+            return _getattribute(self, name)
+        _detect.generation()  # may turn this instance pending
+        if _type(self) in _real_of:
             _renew(self)
         return _getattribute(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if _get_gen(self) != _detect.generation():
-            _renew(self)
+        if not _flag[0]:
+            _detect.generation()
+            if _type(self) in _real_of:
+                _renew(self)
         _setattr(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        if _get_gen(self) != _detect.generation():
-            _renew(self)
+        if not _flag[0]:
+            _detect.generation()
+            if _type(self) in _real_of:
+                _renew(self)
         _delattr(self, name)
 
     def __reduce__(self) -> Any:
         raise TypeError(f"cannot pickle {type(self).__name__}: its state belongs to one process")
 
 
-_gen_slot = ForkLocal.__dict__["_forklocal_gen"]
-_get_gen = _gen_slot.__get__
-_set_gen = _gen_slot.__set__
 _args_slot = ForkLocal.__dict__["_forklocal_args"]
 _get_args = _args_slot.__get__
 _set_args = _args_slot.__set__
@@ -67,40 +89,78 @@ _get_owner = _owner_slot.__get__
 _set_owner = _owner_slot.__set__
 
 
-def _instance_lock(self: ForkLocal, gen: int) -> threading.RLock:
-    """A per-instance lock that is new in every process (never inherited held)."""
-    with _meta_lock:
-        entry = _get_lock(self)
-        if entry is None or entry[0] != gen:
-            entry = (gen, threading.RLock())
-            _set_lock(self, entry)
-        return entry[1]  # type: ignore[no-any-return]
+def _pending_getattribute(self: ForkLocal, name: str) -> Any:
+    _renew(self)
+    return _getattribute(self, name)
+
+
+def _pending_setattr(self: ForkLocal, name: str, value: Any) -> None:
+    _renew(self)
+    _setattr(self, name, value)
+
+
+def _pending_delattr(self: ForkLocal, name: str) -> None:
+    _renew(self)
+    _delattr(self, name)
+
+
+def _pending_class(real: type) -> type:
+    twin = _pending_of.get(real)
+    if twin is None:
+        # Same layout (empty __slots__), so __class__ can be switched both ways.
+        twin = _type(
+            real.__name__,
+            (real,),
+            {
+                "__slots__": (),
+                "__module__": real.__module__,
+                "__qualname__": real.__qualname__,
+                "__getattribute__": _pending_getattribute,
+                "__setattr__": _pending_setattr,
+                "__delattr__": _pending_delattr,
+            },
+        )
+        _real_of[twin] = real
+        _pending_of[real] = twin
+    return twin
+
+
+def _mark_all_pending() -> None:
+    """New process: every instance re-initialises on its next touch."""
+    for obj in list(_instances):
+        # A lock that belongs to this process (the parent's may have been held),
+        # set before the class switch that makes anyone use it.
+        _set_lock(obj, RLock())
+        cls = _type(obj)
+        if cls not in _real_of:
+            _setattr(obj, "__class__", _pending_class(cls))
 
 
 def _renew(self: ForkLocal) -> None:
-    gen = _detect.generation()
-    with _instance_lock(self, gen):
-        if _get_gen(self) == gen:
-            return  # another thread got here first
-        me = threading.get_ident()
-        if _get_owner(self) == (gen, me):
-            return  # this thread's __init__ touching its own attributes
+    with _get_lock(self):
+        cls = _type(self)
+        real = _real_of.get(cls)
+        if real is None:
+            return  # another thread finished first
+        me = get_ident()
+        if _get_owner(self) == me:
+            return  # this thread's own __init__ touching its attributes
         _getattribute(self, "__dict__").clear()
-        init = type(self).__init__
+        init = real.__init__
         if init is not object.__init__:
             args, kwargs = _get_args(self)
-            _set_owner(self, (gen, me))
+            _set_owner(self, me)
             try:
                 init(self, *args, **kwargs)
             finally:
                 _set_owner(self, None)
-        _set_gen(self, gen)
+        _setattr(self, "__class__", real)
 
 
-def _after_fork_in_child() -> None:
-    global _meta_lock
-    _meta_lock = threading.Lock()
+def _install(flag: bytearray | memoryview) -> None:
+    global _flag
+    _flag = flag
 
 
-if hasattr(__import__("os"), "register_at_fork"):
-    __import__("os").register_at_fork(after_in_child=_after_fork_in_child)
+_detect.on_new_process.append(_mark_all_pending)
+_detect.on_install.append(_install)

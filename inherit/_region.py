@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import operator
 import sys
-import weakref
-from collections.abc import Iterator
-from pickle import PickleBuffer
-from types import TracebackType
-from typing import Any, NoReturn, SupportsIndex, overload
 
 from . import _detect, _select, _slab
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+    from typing import Any, NoReturn, SupportsIndex, overload
 
 _MAX_SIZE = sys.maxsize // 2
 
 
+def _as_index(value: object, what: str) -> int:
+    """operator.index() without importing operator; bools are refused."""
+    if type(value) is int:
+        return value
+    index = getattr(type(value), "__index__", None)
+    if index is None or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return int(index(value))
+
+
 def _checked_size(size: object) -> int:
-    if isinstance(size, bool) or not hasattr(type(size), "__index__"):
-        raise TypeError(f"size must be an int, not {type(size).__name__}")
-    n = operator.index(size)  # type: ignore[arg-type]
+    n = _as_index(size, "size")
     if n <= 0:
         raise ValueError(f"size must be positive, got {n}")
     if n > _MAX_SIZE:
@@ -36,13 +44,12 @@ class Region:
     cannot be closed (``BufferError``), so no view ever outlives its memory.
     """
 
-    __slots__ = ("_mv", "_arena", "_offset", "_size", "_secret", "__weakref__")
+    __slots__ = ("__weakref__", "_arena", "_mv", "_offset", "_size")
 
     _mv: memoryview | None
     _arena: _slab.Arena
     _offset: int
     _size: int
-    _secret: bool
 
     def __init__(self) -> None:
         raise TypeError("use inherit.zero_on_fork(size) to make a Region")
@@ -59,10 +66,13 @@ class Region:
     def __len__(self) -> int:
         return self._size
 
-    @overload
-    def __getitem__(self, key: SupportsIndex) -> int: ...
-    @overload
-    def __getitem__(self, key: slice) -> bytearray: ...
+    if TYPE_CHECKING:
+
+        @overload
+        def __getitem__(self, key: SupportsIndex) -> int: ...
+        @overload
+        def __getitem__(self, key: slice) -> bytearray: ...
+
     def __getitem__(self, key: SupportsIndex | slice) -> int | bytearray:
         mv = self._live()
         if isinstance(key, slice):
@@ -72,10 +82,13 @@ class Region:
         except IndexError:
             raise IndexError("Region index out of range") from None
 
-    @overload
-    def __setitem__(self, key: SupportsIndex, value: SupportsIndex) -> None: ...
-    @overload
-    def __setitem__(self, key: slice, value: Any) -> None: ...
+    if TYPE_CHECKING:
+
+        @overload
+        def __setitem__(self, key: SupportsIndex, value: SupportsIndex) -> None: ...
+        @overload
+        def __setitem__(self, key: slice, value: Any) -> None: ...
+
     def __setitem__(self, key: SupportsIndex | slice, value: Any) -> None:
         mv = self._live()
         if isinstance(key, slice):
@@ -97,9 +110,7 @@ class Region:
                     )
                 mv[key] = src
             return
-        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-            raise TypeError(f"a byte must be an int, not {type(value).__name__}")
-        byte = operator.index(value)
+        byte = _as_index(value, "a byte")
         if not 0 <= byte <= 255:
             raise ValueError("byte must be in range(0, 256)")
         try:
@@ -119,6 +130,8 @@ class Region:
         The region cannot be closed while the view (or any view derived from
         it) is alive; release it with ``view.release()`` or a ``with`` block.
         """
+        from pickle import PickleBuffer  # its export pins the region's own view
+
         return memoryview(PickleBuffer(self._live()))
 
     def __buffer__(self, flags: int, /) -> memoryview:
@@ -143,7 +156,8 @@ class Region:
 
     @property
     def secret(self) -> bool:
-        return self._secret
+        """True for regions made with ``secret=True``."""
+        return self._arena.secret
 
     @property
     def locked(self) -> bool:
@@ -160,7 +174,7 @@ class Region:
 
         Raises BufferError while a memoryview of the region is alive.
         """
-        with _slab.lock():
+        with _slab._lock:
             mv = self._mv
             if mv is None:
                 return
@@ -194,6 +208,8 @@ class Region:
             mv.release()
         except BufferError:
             # Views outlive the region (possible before 3.12): free on their death.
+            import weakref
+
             weakref.finalize(mv, _slab.release_later, self._arena, self._offset)
             return
         self._mv = None
@@ -202,7 +218,7 @@ class Region:
 
     def __repr__(self) -> str:
         state = "closed" if self._mv is None else f"on_fork={self.on_fork!r}"
-        return f"<inherit.Region size={self._size} {state}{' secret' if self._secret else ''}>"
+        return f"<inherit.Region size={self._size} {state}{' secret' if self._arena.secret else ''}>"
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         raise TypeError("a Region cannot be pickled or copied: that would copy its bytes")
@@ -214,24 +230,27 @@ class Region:
         raise TypeError("a Region cannot be copied: that would copy its bytes")
 
 
+_new_region = object.__new__
+
+
 def zero_on_fork(size: int, *, secret: bool = False) -> Region:
     """Allocate ``size`` zero bytes that read as zeros in every forked child.
 
     ``secret=True`` also keeps the pages out of core dumps and tries to lock
     them in RAM (see :attr:`Region.locked`).
     """
-    n = _checked_size(size)
-    if not isinstance(secret, bool):
+    if type(size) is not int or size <= 0 or size > _MAX_SIZE:
+        size = _checked_size(size)
+    if secret is not False and secret is not True:
         raise TypeError("secret must be True or False")
     if _select._current is None:
         _select.current()
-    arena, offset = _slab.allocate(n, True, secret)
-    region = Region.__new__(Region)
+    arena, offset = _slab.allocate(size, True, secret)
+    region = _new_region(Region)
     region._arena = arena
     region._offset = offset
-    region._size = n
-    region._secret = secret
-    region._mv = arena.root[offset : offset + n]
+    region._size = size
+    region._mv = arena.root[offset : offset + size]
     return region
 
 
@@ -256,7 +275,7 @@ def keep_on_fork(region: Region) -> Region:
     with _slab.lock():
         if region._mv is not mv:  # closed or moved by another thread meanwhile
             raise ValueError("the Region was closed or moved during keep_on_fork()")
-        new_arena, new_offset = _slab.allocate_locked(_slab.slot_size(region._size), False, region._secret)
+        new_arena, new_offset = _slab.allocate_locked(_slab.slot_size(region._size), False, arena.secret)
         new_mv = new_arena.root[new_offset : new_offset + region._size]
         new_mv[:] = mv
         try:

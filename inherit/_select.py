@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-from dataclasses import dataclass
+from _thread import allocate_lock
 
 from ._errors import BackendUnavailable
 from .backends import Backend, Verification
@@ -19,13 +18,24 @@ ENV_VAR = "INHERIT_BACKEND"
 NAMES = ("madvise", "minherit", "getpid")
 
 
-@dataclass(frozen=True)
 class Selection:
-    backend: Backend
-    reason: str
-    requested: str | None
-    refused: tuple[tuple[str, str], ...]
-    verification: Verification
+    """The chosen backend, why, and what was refused on the way."""
+
+    __slots__ = ("backend", "reason", "refused", "requested", "verification")
+
+    def __init__(
+        self,
+        backend: Backend,
+        reason: str,
+        requested: str | None,
+        refused: tuple[tuple[str, str], ...],
+        verification: Verification,
+    ) -> None:
+        self.backend = backend
+        self.reason = reason
+        self.requested = requested
+        self.refused = refused
+        self.verification = verification
 
 
 def make(name: str) -> Backend:
@@ -91,7 +101,7 @@ def choose() -> Selection:
     raise AssertionError("the getpid backend is always available")  # pragma: no cover
 
 
-_lock = threading.Lock()
+_lock = allocate_lock()
 _current: Selection | None = None
 
 

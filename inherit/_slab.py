@@ -10,10 +10,14 @@ kernel marks whole pages.
 from __future__ import annotations
 
 import os
-import threading
+from _thread import allocate_lock
+TYPE_CHECKING = False
 
 from . import _detect, _select
 from .backends import page_size
+
+if TYPE_CHECKING:
+    from _thread import LockType
 
 MIN_SLOT = 16
 MAX_SLOT = 2048
@@ -72,36 +76,42 @@ class Pool:
         self.zeros = bytes(slot)
 
 
-_lock = threading.Lock()
-_pools: dict[tuple[int, bool, bool], Pool] = {}
+_lock = allocate_lock()
+_pools: dict[int, Pool] = {}  # keyed by slot | zero << 16 | secret << 17
 _zero_arenas: set[Arena] = set()
 _ZERO_CHUNK = bytes(ARENA_SIZE)
 
 
-def slot_size(size: int) -> int:
-    """The slot a small region of ``size`` bytes occupies (0 if it is large)."""
-    if size > MAX_SLOT:
-        return 0
+def _slot_for(size: int) -> int:
     slot = MIN_SLOT
     while slot < size:
         slot <<= 1
     return slot
 
 
+# size -> slot, precomputed: allocation is on the hot path of short-lived keys.
+_SLOT_OF = [0] + [_slot_for(n) for n in range(1, MAX_SLOT + 1)]
+
+
+def slot_size(size: int) -> int:
+    """The slot a small region of ``size`` bytes occupies (0 if it is large)."""
+    return _SLOT_OF[size] if size <= MAX_SLOT else 0
+
+
 def allocate(size: int, zero: bool, secret: bool) -> tuple[Arena, int]:
-    slot = slot_size(size)
-    if not slot:
+    """A slot (or, above MAX_SLOT, a mapping of its own) for ``size`` bytes."""
+    if size > MAX_SLOT:
         page = page_size()
         rounded = (size + page - 1) // page * page
         return Arena(rounded, rounded, None, zero, secret), 0
     with _lock:
         if _pending:
             _drain()
-        return allocate_locked(slot, zero, secret)
+        return allocate_locked(_SLOT_OF[size], zero, secret)
 
 
 def allocate_locked(slot: int, zero: bool, secret: bool) -> tuple[Arena, int]:
-    key = (slot, zero, secret)
+    key = slot | zero << 16 | secret << 17
     pool = _pools.get(key)
     if pool is None:
         pool = _pools[key] = Pool(slot, zero, secret)
@@ -111,8 +121,9 @@ def allocate_locked(slot: int, zero: bool, secret: bool) -> tuple[Arena, int]:
     else:
         arena = Arena(ARENA_SIZE, slot, pool, zero, secret)
         available.append(arena)
-    offset = arena.free.pop()
-    if not arena.free:
+    free = arena.free
+    offset = free.pop()
+    if not free:
         available.pop()
     return arena, offset
 
@@ -138,7 +149,7 @@ def _drain() -> None:
         release_locked(*_pending.pop())
 
 
-def lock() -> threading.Lock:
+def lock() -> LockType:
     """The slab lock (looked up each time: a forked child gets a fresh one)."""
     return _lock
 
@@ -199,7 +210,7 @@ _detect.on_new_process.append(_on_new_process)
 
 def _after_fork_in_child() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = allocate_lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -41,6 +41,14 @@ def smaps_flags(address: int, path: str = "/proc/self/smaps") -> list[str] | Non
             text = f.read()
     except OSError:
         return None
+    # Fast path: a freshly advised mapping is a VMA of its own, starting at address.
+    start = text.find(b"\n%x-" % address) if text else -1
+    if start >= 0 or text.startswith(b"%x-" % address):
+        flags_at = text.find(b"\nVmFlags:", start + 1)
+        if flags_at >= 0:
+            end = text.find(b"\n", flags_at + 1)
+            line = text[flags_at + 1 : end if end >= 0 else len(text)]
+            return line[len(b"VmFlags:") :].decode("ascii", "replace").split()
     in_target = False
     for line in text.split(b"\n"):
         head = line.split(b" ", 1)[0]

@@ -9,7 +9,7 @@ class whose first touch clears the attributes and re-runs ``__init__``.
 from __future__ import annotations
 
 from _thread import RLock, get_ident
-from _weakrefset import WeakSet
+from _weakref import ref
 TYPE_CHECKING = False
 
 from . import _detect
@@ -25,7 +25,9 @@ _type = type
 # Replaced by _detect.install() with the wipe-on-fork flag; zero means "check".
 _flag: bytearray | memoryview = bytearray(1)
 
-_instances: WeakSet[ForkLocal] = WeakSet()
+# Live instances, weakly: id -> weak reference that removes itself on death.
+# (A dict of refs rather than weakref.WeakSet: importing weakref costs more.)
+_instances: dict[int, ref[ForkLocal]] = {}
 _pending_of: dict[type, type] = {}  # real class -> pending twin
 _real_of: dict[type, type] = {}  # pending twin -> real class
 
@@ -49,7 +51,8 @@ class ForkLocal:
         _set_args(self, (args, kwargs))
         _set_lock(self, None)
         _set_owner(self, None)
-        _instances.add(self)
+        key = id(self)
+        _instances[key] = ref(self, lambda _, key=key: _instances.pop(key, None))
         return self
 
     def __getattribute__(self, name: str) -> Any:
@@ -127,7 +130,10 @@ def _pending_class(real: type) -> type:
 
 def _mark_all_pending() -> None:
     """New process: every instance re-initialises on its next touch."""
-    for obj in list(_instances):
+    for weak in list(_instances.values()):
+        obj = weak()
+        if obj is None:
+            continue
         # A lock that belongs to this process (the parent's may have been held),
         # set before the class switch that makes anyone use it.
         _set_lock(obj, RLock())

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 
-from ._detect import generation
-from ._errors import BackendUnavailable
-from ._local import ForkLocal
-from ._region import Region, keep_on_fork, zero_on_fork
+import os as _os
+
+# A wheel installs backends/ as inherit/backends. In a source checkout it sits
+# beside inherit/, so let the checkout import as it is (python -m inherit there).
+_checkout = _os.path.dirname(_os.path.dirname(__file__))
+if not _os.path.isdir(_os.path.join(__path__[0], "backends")) and _os.path.isfile(
+    _os.path.join(_checkout, "backends", "_base.py")
+):
+    __path__.append(_checkout)
+del _checkout
+
+from ._detect import generation  # noqa: E402
+from ._errors import BackendUnavailable  # noqa: E402
+from ._local import ForkLocal  # noqa: E402
+from ._region import Region, keep_on_fork, zero_on_fork  # noqa: E402
 
 if TYPE_CHECKING:
     from typing import Any

@@ -18,9 +18,10 @@ from ._base import Verification, describe_oserror, page_size
 
 PROBE_VERSION = 1
 _SENTINEL = b"\xa5\x5a\xc3\x3c" * 4
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
+# The helper gets the caller's sys.path, so it imports what the caller imports
+# (an editable install or a source checkout too), but no site hooks and no cwd.
 _HELPER = (
-    "import sys; sys.path.insert(0, sys.argv[1]);"
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]);"
     "from inherit.backends._probe import run_here; run_here(sys.argv[2])"
 )
 
@@ -120,6 +121,13 @@ def _write_cached(path: Path, key: str, ok: bool, detail: str) -> bool:
     return True
 
 
+def _import_path() -> list[str]:
+    import inherit
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(inherit.__file__)))
+    return [root] + [p for p in sys.path if p and p != root]
+
+
 def fork_probe(name: str, timeout: float = 20.0) -> tuple[bool, Verification]:
     """Return (works, verification). Reads and refreshes the verdict cache."""
     key = cache_key(name)
@@ -132,7 +140,7 @@ def fork_probe(name: str, timeout: float = 20.0) -> tuple[bool, Verification]:
             return ok, Verification("fork probe (cached)", detail, str(path))
     try:
         proc = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _HELPER, _PACKAGE_PARENT, name],
+            [sys.executable, "-I", "-S", "-c", _HELPER, json.dumps(_import_path()), name],
             capture_output=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 # zero byte, so the first call takes the slow path and selects a backend.
 _flag: bytearray | memoryview = bytearray(1)
 _generation = 0
+# The getpid backend's PID of record. Stays -1 with a kernel backend, so a
+# child that shares its parent's PID (PID namespaces) can never match it.
 _pid = -1
+_getpid = os.getpid
 _kernel = False
 _installed = False
 _lock = allocate_lock()
@@ -29,6 +32,8 @@ _flag_page: object = None
 # Run (under the lock) when a new process is detected, before anyone sees
 # the new generation. Used to wipe memory when the kernel does not.
 on_new_process: list[Callable[[], None]] = []
+# Run after the lock is released (may run arbitrary finalizers).
+after_new_process: list[Callable[[], None]] = []
 # Told the flag buffer once a backend is installed (modules that inline the fast path).
 on_install: list[Callable[[bytearray | memoryview], None]] = []
 
@@ -42,6 +47,8 @@ def generation() -> int:
     one process.
     """
     if _flag[0]:
+        return _generation
+    if _getpid() == _pid:
         return _generation
     return _refresh()
 
@@ -57,15 +64,19 @@ def _refresh() -> int:
             if not _flag[0]:
                 _new_process()
                 _flag[0] = 1  # last: other threads wait on the lock until now
+            gen = _generation
+    else:
+        pid = os.getpid()
+        if pid == _pid:
             return _generation
-    pid = os.getpid()
-    if pid == _pid:
-        return _generation
-    with _lock:
-        if _pid != pid:
-            _new_process()
-            _pid = pid  # last, as above
-        return _generation
+        with _lock:
+            if _pid != pid:
+                _new_process()
+                _pid = pid  # last, as above
+            gen = _generation
+    for callback in after_new_process:
+        callback()
+    return gen
 
 
 def _new_process() -> None:
@@ -75,14 +86,25 @@ def _new_process() -> None:
         callback()
 
 
-def install(backend: Backend) -> None:
+def prepare(backend: Backend) -> object:
+    """The flag page for ``backend`` (None if it needs none); raises OSError."""
+    if not backend.kernel_wipes:
+        return None
+    page = backend.allocate(_page_size())
+    try:
+        backend.mark_zero(page)
+    except BaseException:
+        page.close()
+        raise
+    return page
+
+
+def install(backend: Backend, page: object) -> None:
     """Wire detection to the chosen backend (called once, by _select)."""
     global _flag, _kernel, _installed, _flag_page
-    if backend.kernel_wipes:
-        page = backend.allocate(_page_size())
-        backend.mark_zero(page)
+    if page is not None:
         _flag_page = page
-        _flag = memoryview(page)
+        _flag = memoryview(page)  # type: ignore[arg-type]
         _kernel = True
         for callback in on_install:
             callback(_flag)

@@ -64,6 +64,8 @@ class Region:
         return mv
 
     def __len__(self) -> int:
+        if self._mv is None:
+            raise ValueError("operation on a closed Region")
         return self._size
 
     if TYPE_CHECKING:

@@ -76,18 +76,32 @@ def requested_backend() -> str | None:
     return value
 
 
-def choose() -> Selection:
+def _verified(backend: Backend) -> tuple[Verification, object]:
+    """Verify ``backend`` and prepare its flag page, or raise BackendUnavailable."""
+    from . import _detect
+
+    verification = backend.verify()
+    try:
+        page = _detect.prepare(backend)
+    except OSError as exc:
+        from .backends._base import describe_oserror
+
+        raise backend.unavailable(describe_oserror("marking the fork-detection page", exc)) from None
+    return verification, page
+
+
+def choose() -> tuple[Selection, object]:
     """Verify candidates in order; honour INHERIT_BACKEND strictly."""
     requested = requested_backend()
     if requested is not None:
         backend = make(requested)
-        verification = backend.verify()  # raises BackendUnavailable
-        return Selection(backend, f"requested by {ENV_VAR}", requested, (), verification)
+        verification, page = _verified(backend)  # raises BackendUnavailable
+        return Selection(backend, f"requested by {ENV_VAR}", requested, (), verification), page
     refused: list[tuple[str, str]] = []
     for name in candidates():
         backend = make(name)
         try:
-            verification = backend.verify()
+            verification, page = _verified(backend)
         except BackendUnavailable as exc:
             refused.append((name, exc.reason))
             continue
@@ -97,7 +111,7 @@ def choose() -> Selection:
             reason = "the kernel mechanism was verified in this process"
         else:
             reason = f"no kernel zero-on-fork mechanism on {sys.platform}"
-        return Selection(backend, reason, None, tuple(refused), verification)
+        return Selection(backend, reason, None, tuple(refused), verification), page
     raise AssertionError("the getpid backend is always available")  # pragma: no cover
 
 
@@ -117,9 +131,9 @@ def _select() -> Selection:
     global _current
     with _lock:
         if _current is None:
-            selection = choose()
+            selection, page = choose()
             from . import _detect
 
-            _detect.install(selection.backend)
+            _detect.install(selection.backend, page)
             _current = selection
         return _current

@@ -79,6 +79,7 @@ def cache_key(name: str) -> str:
         sys.version,
         os.environ.get("LD_PRELOAD", ""),
         os.environ.get("LD_LIBRARY_PATH", ""),
+        sorted((k, v) for k, v in os.environ.items() if k.startswith("_INHERIT_TEST_")),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 

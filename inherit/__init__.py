@@ -14,13 +14,22 @@ TYPE_CHECKING = False
 import os as _os
 
 # A wheel installs backends/ as inherit/backends. In a source checkout it sits
-# beside inherit/, so let the checkout import as it is (python -m inherit there).
-_checkout = _os.path.dirname(_os.path.dirname(__file__))
+# beside inherit/; map just that package so the checkout imports as it is.
+_backends = _os.path.join(_os.path.dirname(__path__[0]), "backends")
 if not _os.path.isdir(_os.path.join(__path__[0], "backends")) and _os.path.isfile(
-    _os.path.join(_checkout, "backends", "_base.py")
+    _os.path.join(_backends, "_base.py")
 ):
-    __path__.append(_checkout)
-del _checkout
+    import importlib.util as _util
+    import sys as _sys
+
+    _spec = _util.spec_from_file_location(
+        "inherit.backends", _os.path.join(_backends, "__init__.py"), submodule_search_locations=[_backends]
+    )
+    if _spec is not None and _spec.loader is not None and "inherit.backends" not in _sys.modules:
+        _module = _util.module_from_spec(_spec)
+        _sys.modules["inherit.backends"] = _module
+        _spec.loader.exec_module(_module)
+del _backends
 
 from ._detect import generation  # noqa: E402
 from ._errors import BackendUnavailable  # noqa: E402

@@ -22,11 +22,12 @@ def exclude_from_core_dumps(mem: mmap.mmap) -> bool:
 def lock_in_memory(mem: mmap.mmap) -> bool:
     """mlock(); False when refused (RLIMIT_MEMLOCK) or unavailable."""
     from ._libc import libc, pointer_to
+    from ._native import ffi
 
     lib = libc()
     if lib is None:
         return False
     try:
         return bool(lib.mlock(pointer_to(mem), len(mem)) == 0)
-    except AttributeError:  # no mlock symbol
+    except (AttributeError, ffi.error):  # no mlock symbol (cffi 2 raises ffi.error)
         return False

@@ -29,6 +29,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "backends")) and _os.path.isfil
         _module = _util.module_from_spec(_spec)
         _sys.modules["inherit.backends"] = _module
         _spec.loader.exec_module(_module)
+        backends = _module  # as the import system does for a subpackage
 del _backends
 
 from ._detect import generation  # noqa: E402

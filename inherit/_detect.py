@@ -81,7 +81,9 @@ def _refresh() -> int:
 
 def _new_process() -> None:
     global _generation
-    _generation += 1
+    # The first value is random: a parent that never asked before forking must
+    # not later get the same first value as its child did.
+    _generation = _generation + 1 if _generation else int.from_bytes(os.urandom(7), "big") | 1
     for callback in on_new_process:
         callback()
 
@@ -131,9 +133,10 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _pid
     _lock = allocate_lock()
     if _installed and not _kernel:
+        _pid = -1  # this is a fork even if the PID is the parent's (PID namespaces)
         _refresh()  # eager: wipe before the child's code runs
 
 

@@ -1,4 +1,8 @@
-"""Plain-data report of the backend choice, for the CLI and for bug reports."""
+"""Plain-data report of the backend choice, for the CLI and for bug reports.
+
+Every key is always present (``None`` when it does not apply), so scripts can
+read ``python -m inherit --json`` without guessing.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +13,113 @@ from typing import Any
 
 from . import __version__
 
+#: The keys of :func:`report`, in the order the text report shows them.
+KEYS = (
+    "inherit",
+    "python",
+    "implementation",
+    "executable",
+    "platform",
+    "system",
+    "release",
+    "os_version",
+    "machine",
+    "candidates",
+    "requested",
+    "backend",
+    "kernel_wipes",
+    "reason",
+    "refused",
+    "verdicts",
+    "verification",
+    "verification_detail",
+    "cache",
+    "cache_dir",
+    "error",
+)
+
+
+def _cache_dir() -> str | None:
+    from .backends._probe import cache_dir
+
+    directory = cache_dir()
+    return None if directory is None else str(directory)
+
+
+def _describe_error(exc: Exception) -> str:
+    from ._errors import BackendUnavailable
+
+    if isinstance(exc, (BackendUnavailable, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
 
 def report() -> dict[str, Any]:
+    """What was chosen and why, as JSON-ready data; never raises for a bad backend."""
     from . import _select
     from ._errors import BackendUnavailable
 
-    data: dict[str, Any] = {
-        "inherit": __version__,
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "executable": sys.executable,
-        "platform": sys.platform,
-        "system": platform.system(),
-        "release": platform.release(),
-        "machine": platform.machine(),
-        "candidates": _select.candidates(),
-        "requested": os.environ.get(_select.ENV_VAR) or None,
-    }
+    candidates = _select.candidates()
+    requested = os.environ.get(_select.ENV_VAR, "").strip() or None
+    data: dict[str, Any] = dict.fromkeys(KEYS)
+    data.update(
+        inherit=__version__,
+        python=sys.version.split()[0],
+        implementation=platform.python_implementation(),
+        executable=sys.executable,
+        platform=sys.platform,
+        system=platform.system(),
+        release=platform.release(),
+        os_version=platform.version(),
+        machine=platform.machine(),
+        candidates=candidates,
+        requested=requested,
+        refused={},
+        verdicts=[],
+        cache_dir=_cache_dir(),
+    )
     try:
         selection = _select.current()
-    except (BackendUnavailable, ValueError) as exc:
-        data.update(backend=None, error=str(exc))
+    except Exception as exc:  # the report must always print, whatever went wrong
+        data["error"] = _describe_error(exc)
+        if isinstance(exc, BackendUnavailable):
+            data["refused"] = {exc.backend: exc.reason}
+            data["verdicts"] = [_verdict(exc.backend, "refused", exc.reason)]
         return data
+
     verification = selection.verification
+    name = selection.backend.name
+    refused = dict(selection.refused)
+    verdicts: list[dict[str, str]] = []
+    if selection.requested is not None:
+        verdicts.append(_verdict(name, "chosen", selection.reason))
+        verdicts += [
+            _verdict(other, "not tried", f"{_select.ENV_VAR} requests {name}")
+            for other in candidates
+            if other != name
+        ]
+    else:
+        chosen_seen = False
+        for candidate in candidates:
+            if candidate in refused:
+                verdicts.append(_verdict(candidate, "refused", refused[candidate]))
+            elif candidate == name:
+                verdicts.append(_verdict(candidate, "chosen", selection.reason))
+                chosen_seen = True
+            elif chosen_seen:
+                verdicts.append(_verdict(candidate, "not tried", f"{name} was verified first"))
     data.update(
-        backend=selection.backend.name,
+        backend=name,
         kernel_wipes=selection.backend.kernel_wipes,
         reason=selection.reason,
-        refused={name: why for name, why in selection.refused},
+        refused=refused,
+        verdicts=verdicts,
         verification=verification.method,
         verification_detail=verification.detail,
         cache=verification.cache_path,
     )
     return data
+
+
+def _verdict(backend: str, outcome: str, detail: str) -> dict[str, str]:
+    return {"backend": backend, "outcome": outcome, "detail": detail}

@@ -149,6 +149,7 @@ class Region:
     # -- state --------------------------------------------------------------
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has run."""
         return self._mv is None
 
     @property

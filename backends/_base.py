@@ -6,10 +6,10 @@ import abc
 import errno
 import mmap
 import os
-TYPE_CHECKING = False
 
 from .._errors import BackendUnavailable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import ClassVar
 

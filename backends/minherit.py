@@ -113,7 +113,7 @@ class MinheritBackend(Backend):
             if lib is None:
                 raise _Missing("there is no C library to call on this platform (Windows)")
         try:
-            function = lib.minherit
+            function = lib.minherit  # type: ignore[attr-defined]
         except (AttributeError, ffi.error):
             where = self.library or "the C library"
             raise _Missing(f"{where} has no minherit() symbol") from None

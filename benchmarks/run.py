@@ -123,7 +123,7 @@ def worker(rounds: int) -> dict[str, Any]:
     out["forklocal_read"] = t["forklocal_read"] / t["getpid_guard"]
     out["alloc_close"] = t["alloc_close"] / t["bytearray32"]
 
-    before_bytes, before_vmas = wipe_mappings()
+    before_bytes, _ = wipe_mappings()
     regions = [inherit.zero_on_fork(32) for _ in range(10_000)]
     after_bytes, after_vmas = wipe_mappings()
     stats = _slab.stats()
@@ -156,8 +156,9 @@ def process_times(env: dict[str, str], runs: int) -> dict[str, float]:
             t = time.perf_counter()
             subprocess.run(cmd, env=env, check=True, cwd="/")
             sink.append((time.perf_counter() - t) * 1e3)
-        res = subprocess.run([sys.executable, "-c", FIRST_USE], env=env, check=True, capture_output=True,
-                             text=True, cwd="/")
+        res = subprocess.run(
+            [sys.executable, "-c", FIRST_USE], env=env, check=True, capture_output=True, text=True, cwd="/"
+        )
         first.append(float(res.stdout))
     return {
         "python_import_os_ms": statistics.median(base),
@@ -172,8 +173,13 @@ def run_backend(name: str, rounds: int, runs: int) -> dict[str, Any] | None:
     # Users' installs have bytecode; measuring without it times the compiler.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run([sys.executable, "-c", "import inherit, inherit.backends.madvise"], env=env, cwd="/")
-    proc = subprocess.run([sys.executable, __file__, "--worker", "--rounds", str(rounds)], env=env,
-                          capture_output=True, text=True, cwd="/")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", "--rounds", str(rounds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     if proc.returncode != 0:
         print(f"{name}: unavailable here ({proc.stderr.strip().splitlines()[-1]})", file=sys.stderr)
         return None
@@ -191,45 +197,92 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         ns, b, slab = r["ns"], r["backend"], r["slab"]
         rows += [
-            (f"[{b}] guard: generation() in a method", f"getpid guard {ns['getpid_guard']:.0f} ns",
-             f"{ns['generation_guard']:.0f} ns", f"{r['guard']:.2f}x / <= {TARGETS['guard']}x",
-             verdict(r["guard"], TARGETS["guard"])),
-            (f"[{b}] ForkLocal attribute read", f"getpid guard {ns['getpid_guard']:.0f} ns",
-             f"{ns['forklocal_read']:.0f} ns", f"{r['forklocal_read']:.2f}x / <= {TARGETS['forklocal_read']}x",
-             verdict(r["forklocal_read"], TARGETS["forklocal_read"])),
-            (f"[{b}] generation() alone", f"os.getpid() {ns['getpid_call']:.0f} ns",
-             f"{ns['generation_call']:.0f} ns", f"{ns['generation_call'] / ns['getpid_call']:.2f}x", ""),
-            (f"[{b}] import + first region + generation()", "-", f"{r['import_first_use_ms']:.2f} ms",
-             f"<= {TARGETS['import_first_use_ms']} ms", verdict(r["import_first_use_ms"],
-                                                                TARGETS["import_first_use_ms"])),
-            (f"[{b}] whole process", f"python -c 'import os' {r['python_import_os_ms']:.1f} ms",
-             f"{r['python_inherit_ms']:.1f} ms", f"{r['process_ratio']:.2f}x / <= {TARGETS['process_ratio']}x",
-             verdict(r["process_ratio"], TARGETS["process_ratio"])),
-            (f"[{b}] alloc + close 32 B region", f"bytearray(32) {ns['bytearray32']:.0f} ns",
-             f"{ns['alloc_close']:.0f} ns", f"{r['alloc_close']:.1f}x / <= {TARGETS['alloc_close']}x",
-             verdict(r["alloc_close"], TARGETS["alloc_close"])),
+            (
+                f"[{b}] guard: generation() in a method",
+                f"getpid guard {ns['getpid_guard']:.0f} ns",
+                f"{ns['generation_guard']:.0f} ns",
+                f"{r['guard']:.2f}x / <= {TARGETS['guard']}x",
+                verdict(r["guard"], TARGETS["guard"]),
+            ),
+            (
+                f"[{b}] ForkLocal attribute read",
+                f"getpid guard {ns['getpid_guard']:.0f} ns",
+                f"{ns['forklocal_read']:.0f} ns",
+                f"{r['forklocal_read']:.2f}x / <= {TARGETS['forklocal_read']}x",
+                verdict(r["forklocal_read"], TARGETS["forklocal_read"]),
+            ),
+            (
+                f"[{b}] generation() alone",
+                f"os.getpid() {ns['getpid_call']:.0f} ns",
+                f"{ns['generation_call']:.0f} ns",
+                f"{ns['generation_call'] / ns['getpid_call']:.2f}x",
+                "",
+            ),
+            (
+                f"[{b}] import + first region + generation()",
+                "-",
+                f"{r['import_first_use_ms']:.2f} ms",
+                f"<= {TARGETS['import_first_use_ms']} ms",
+                verdict(r["import_first_use_ms"], TARGETS["import_first_use_ms"]),
+            ),
+            (
+                f"[{b}] whole process",
+                f"python -c 'import os' {r['python_import_os_ms']:.1f} ms",
+                f"{r['python_inherit_ms']:.1f} ms",
+                f"{r['process_ratio']:.2f}x / <= {TARGETS['process_ratio']}x",
+                verdict(r["process_ratio"], TARGETS["process_ratio"]),
+            ),
+            (
+                f"[{b}] alloc + close 32 B region",
+                f"bytearray(32) {ns['bytearray32']:.0f} ns",
+                f"{ns['alloc_close']:.0f} ns",
+                f"{r['alloc_close']:.1f}x / <= {TARGETS['alloc_close']}x",
+                verdict(r["alloc_close"], TARGETS["alloc_close"]),
+            ),
         ]
         if slab["wipe_bytes"] is not None and r["backend"] != "getpid":
-            ok = slab["wipe_bytes"] <= TARGETS["slab_wipe_bytes"] and slab["wipe_vmas"] <= TARGETS["slab_wipe_vmas"]
-            rows.append((f"[{b}] 10,000 x 32 B regions", f"one page each {slab['baseline_bytes'] / 2**20:.0f} MiB",
-                         f"{slab['wipe_bytes'] / 2**10:.0f} KiB in {slab['wipe_vmas']} wf VMAs",
-                         "<= 2 MiB, <= 64 VMAs", "ok" if ok else "MISSED"))
+            ok = (
+                slab["wipe_bytes"] <= TARGETS["slab_wipe_bytes"]
+                and slab["wipe_vmas"] <= TARGETS["slab_wipe_vmas"]
+            )
+            rows.append(
+                (
+                    f"[{b}] 10,000 x 32 B regions",
+                    f"one page each {slab['baseline_bytes'] / 2**20:.0f} MiB",
+                    f"{slab['wipe_bytes'] / 2**10:.0f} KiB in {slab['wipe_vmas']} wf VMAs",
+                    "<= 2 MiB, <= 64 VMAs",
+                    "ok" if ok else "MISSED",
+                )
+            )
         else:
-            rows.append((f"[{b}] 10,000 x 32 B regions", f"one page each {slab['baseline_bytes'] / 2**20:.0f} MiB",
-                         f"{slab['library_zero_bytes'] / 2**10:.0f} KiB in {slab['library_zero_mappings']} mappings",
-                         "(no kernel marking)", ""))
+            rows.append(
+                (
+                    f"[{b}] 10,000 x 32 B regions",
+                    f"one page each {slab['baseline_bytes'] / 2**20:.0f} MiB",
+                    f"{slab['library_zero_bytes'] / 2**10:.0f} KiB"
+                    f" in {slab['library_zero_mappings']} mappings",
+                    "(no kernel marking)",
+                    "",
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and process runs")
-    parser.add_argument("--backend", action="append", choices=["madvise", "minherit", "getpid"],
-                        help="backend(s) to measure (default: every one that works here)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=["madvise", "minherit", "getpid"],
+        help="backend(s) to measure (default: every one that works here)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -239,8 +292,13 @@ def main() -> int:
     rounds, runs = (3, 7) if args.quick else (7, 21)
     names = args.backend or ["madvise", "minherit", "getpid"]
     results = [r for r in (run_backend(n, rounds, runs) for n in names) if r is not None]
-    meta = {"python": sys.version.split()[0], "machine": platform.machine(), "system": platform.system(),
-            "release": platform.release(), "cpus": os.cpu_count()}
+    meta = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "cpus": os.cpu_count(),
+    }
     print(f"Python {meta['python']} on {meta['system']} {meta['release']} {meta['machine']}\n")
     print(table(results))
     if args.json:

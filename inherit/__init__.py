@@ -9,8 +9,6 @@ never at import.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-
 import os as _os
 
 # A wheel installs backends/ as inherit/backends. In a source checkout it sits
@@ -37,6 +35,7 @@ from ._errors import BackendUnavailable  # noqa: E402
 from ._local import ForkLocal  # noqa: E402
 from ._region import Region, keep_on_fork, zero_on_fork  # noqa: E402
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

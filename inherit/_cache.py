@@ -24,16 +24,20 @@ def per_process_cache(
         cached = functools.lru_cache(maxsize=maxsize, typed=typed)(f)
         seen = [0]  # generation the entries belong to; 0 = none yet
 
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def current() -> Any:
             gen = _detect.generation()
             if seen[0] != gen:
                 cached.cache_clear()
                 seen[0] = gen
-            return cached(*args, **kwargs)
+            return cached
+
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return current()(*args, **kwargs)
 
         wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
-        wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        # Asked in a child, the answer is about the child's (empty) cache.
+        wrapper.cache_info = lambda: current().cache_info()  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     if func is not None:

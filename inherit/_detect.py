@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from _thread import allocate_lock
+
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:

@@ -1,26 +1,29 @@
 """``ForkLocal``: like ``threading.local``, but per process.
 
-Fast path: one read of the fork flag, then the ordinary attribute lookup. No
-per-instance stamp is compared; instead, when a new process is detected,
-every live instance (tracked in a WeakSet) is switched to a "pending" twin
-class whose first touch clears the attributes and re-runs ``__init__``.
+Steady state: an attribute read checks the fork flag and nothing else. When a
+new process is detected, every live instance (tracked weakly) loses its
+attributes at once; instances whose class has an ``__init__`` are marked
+pending, and until none is left ``ForkLocal`` itself carries hooks that check
+that mark, so the first touch of each re-runs ``__init__``. Types never
+change and no class is created, so ``type(obj)`` and ``__subclasses__()``
+look the same in every process.
 """
 
 from __future__ import annotations
 
-from _thread import RLock, get_ident
+from _thread import RLock, allocate_lock, get_ident
 from _weakref import ref
-TYPE_CHECKING = False
 
 from . import _detect
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 _getattribute = object.__getattribute__
 _setattr = object.__setattr__
 _delattr = object.__delattr__
-_type = type
+_set_type_attribute = type.__setattr__
 
 # Replaced by _detect.install() with the wipe-on-fork flag; zero means "check".
 _flag: bytearray | memoryview = bytearray(1)
@@ -28,26 +31,28 @@ _flag: bytearray | memoryview = bytearray(1)
 # Live instances, weakly: id -> weak reference that removes itself on death.
 # (A dict of refs rather than weakref.WeakSet: importing weakref costs more.)
 _instances: dict[int, ref[ForkLocal]] = {}
-_pending_of: dict[type, type] = {}  # real class -> pending twin
-_real_of: dict[type, type] = {}  # pending twin -> real class
+# ids of instances whose __init__ must run again on their next touch.
+_pending: set[int] = set()
+_pending_lock = allocate_lock()
 
 
 class ForkLocal:
     """Attributes that vanish in a forked child.
 
     Shared by all threads of one process. In a child made by any route, the
-    first touch finds the attributes gone; if a subclass defines
-    ``__init__``, it runs again there, once, with the original arguments.
-    Instances are tracked weakly and die like any other object.
+    attributes are gone; if a subclass defines ``__init__``, it runs again
+    there, once, with the original arguments, on the first touch (read, write
+    or delete). Instances are tracked weakly and die like any other object.
     """
 
-    __slots__ = ("__dict__", "__weakref__", "_forklocal_args", "_forklocal_lock", "_forklocal_owner")
-
-    def __init_subclass__(cls, /, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.__basicsize__ != ForkLocal.__basicsize__ or cls.__itemsize__:
-            # Stale instances switch to a twin class, which needs the same layout.
-            raise TypeError(f"ForkLocal subclass {cls.__qualname__} cannot add __slots__")
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_forklocal_args",
+        "_forklocal_lock",
+        "_forklocal_owner",
+        "_forklocal_pending",
+    )
 
     def __new__(cls, /, *args: Any, **kwargs: Any) -> Any:
         if (args or kwargs) and cls.__init__ is object.__init__:
@@ -57,8 +62,13 @@ class ForkLocal:
         _set_args(self, (args, kwargs))
         _set_lock(self, None)
         _set_owner(self, None)
+        _set_pending(self, False)
         key = id(self)
-        _instances[key] = ref(self, lambda _, key=key: _forget(key))
+
+        def forget(_: object, key: int = key) -> None:
+            _forget(key)
+
+        _instances[key] = ref(self, forget)
         return self
 
     def __getattribute__(self, name: str) -> Any:
@@ -66,29 +76,28 @@ class ForkLocal:
             try:
                 return _getattribute(self, name)
             except AttributeError:
-                # Perhaps the fork was detected (attributes cleared) after the
-                # flag check: then this is a first touch after all.
-                if _type(self) not in _real_of:
+                # The fork may have been detected after the flag check, clearing
+                # the attributes: then this is a first touch after all.
+                if not _get_pending(self):
                     raise
         else:
-            _detect.generation()  # may turn this instance pending
-        if _type(self) in _real_of:
+            _detect.generation()
+        if _get_pending(self):
             _renew(self)
         return _getattribute(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Writes also check the class: one made after the fork was detected must
-        # land after __init__ has run again, not be overwritten by it.
-        if not _flag[0] or _type(self) in _real_of:
+        # A write must land after __init__ has run again, not be overwritten by it.
+        if not _flag[0] or _get_pending(self):
             _detect.generation()
-            if _type(self) in _real_of:
+            if _get_pending(self):
                 _renew(self)
         _setattr(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        if not _flag[0] or _type(self) in _real_of:
+        if not _flag[0] or _get_pending(self):
             _detect.generation()
-            if _type(self) in _real_of:
+            if _get_pending(self):
                 _renew(self)
         _delattr(self, name)
 
@@ -96,12 +105,9 @@ class ForkLocal:
         raise TypeError(f"cannot pickle {type(self).__name__}: its state belongs to one process")
 
 
-def _forget(key: int) -> None:
-    _instances.pop(key, None)
-    if not _instances:
-        _instances.clear()  # frees the table a crowd of instances left behind
-
-
+_fast_hooks = {
+    "__getattribute__": ForkLocal.__dict__["__getattribute__"],
+}
 _args_slot = ForkLocal.__dict__["_forklocal_args"]
 _get_args = _args_slot.__get__
 _set_args = _args_slot.__set__
@@ -111,57 +117,45 @@ _set_lock = _lock_slot.__set__
 _owner_slot = ForkLocal.__dict__["_forklocal_owner"]
 _get_owner = _owner_slot.__get__
 _set_owner = _owner_slot.__set__
+_pending_slot = ForkLocal.__dict__["_forklocal_pending"]
+_get_pending = _pending_slot.__get__
+_set_pending = _pending_slot.__set__
 
 
-def _pending_getattribute(self: ForkLocal, name: str) -> Any:
-    _renew(self)
+def _checking_getattribute(self: ForkLocal, name: str) -> Any:
+    """Installed on ForkLocal while some instance still has to re-initialise."""
+    if not _flag[0]:
+        _detect.generation()
+    if _get_pending(self):
+        _renew(self)
     return _getattribute(self, name)
 
 
-def _pending_setattr(self: ForkLocal, name: str, value: Any) -> None:
-    _renew(self)
-    _setattr(self, name, value)
+def _set_hooks(checking: bool) -> None:
+    hook = _checking_getattribute if checking else _fast_hooks["__getattribute__"]
+    _set_type_attribute(ForkLocal, "__getattribute__", hook)
 
 
-def _pending_delattr(self: ForkLocal, name: str) -> None:
-    _renew(self)
-    _delattr(self, name)
+def _settled(key: int) -> None:
+    """``key`` needs no re-initialisation any more; drop the checks when none does."""
+    with _pending_lock:
+        _pending.discard(key)
+        if not _pending:
+            _set_hooks(checking=False)
 
 
-class _PendingBase(ForkLocal):
-    """Where twins are born: subclassing ForkLocal runs no user class hook."""
-
-    __slots__ = ()
-
-
-def _pending_class(real: type) -> type:
-    twin = _pending_of.get(real)
-    if twin is None:
-        # Same layout (empty __slots__), so __class__ can be switched both ways.
-        twin = _type(
-            real.__name__,
-            (_PendingBase,),
-            {
-                "__slots__": (),
-                "__module__": real.__module__,
-                "__qualname__": real.__qualname__,
-                "__getattribute__": _pending_getattribute,
-                "__setattr__": _pending_setattr,
-                "__delattr__": _pending_delattr,
-            },
-        )
-        # Rebasing (unlike creating a subclass) never calls the user's
-        # __init_subclass__, which may need arguments or have side effects.
-        twin.__bases__ = (real,)
-        _real_of[twin] = real
-        _pending_of[real] = twin
-    return twin
+def _forget(key: int) -> None:
+    _instances.pop(key, None)
+    if not _instances:
+        _instances.clear()  # frees the table a crowd of instances left behind
+    if key in _pending:
+        _settled(key)
 
 
 _discarded: list[dict[str, Any]] = []
 
 
-def _mark_all_pending() -> None:
+def _on_new_process() -> None:
     """New process: attributes go now; ``__init__`` runs again on the next touch.
 
     Clearing here, not at the next touch, means a thread that was already past
@@ -169,44 +163,51 @@ def _mark_all_pending() -> None:
     parent's values. The old values are dropped later, outside the detection
     lock, so their finalizers cannot deadlock on it.
     """
-    for weak in list(_instances.values()):
+    global _pending_lock
+    _pending_lock = allocate_lock()  # the parent's may have been held at the fork
+    pending = set()
+    for key, weak in list(_instances.items()):
         obj = weak()
         if obj is None:
             continue
-        # A lock that belongs to this process (the parent's may have been held),
-        # set before the class switch that makes anyone use it.
+        # A lock of this process's own (the parent's may have been held).
         _set_lock(obj, RLock())
+        _set_owner(obj, None)
         attributes = _getattribute(obj, "__dict__")
         if attributes:
             _discarded.append(attributes.copy())
             attributes.clear()
-        cls = _type(obj)
-        if cls not in _real_of:
-            _setattr(obj, "__class__", _pending_class(cls))
+        if type(obj).__init__ is not object.__init__:
+            _set_pending(obj, True)
+            pending.add(key)
+    with _pending_lock:
+        _pending.clear()
+        _pending.update(pending)
+        _set_hooks(checking=bool(_pending))
 
 
 def _renew(self: ForkLocal) -> None:
-    with _get_lock(self):
-        cls = _type(self)
-        real = _real_of.get(cls)
-        if real is None:
+    lock = _get_lock(self)
+    if lock is None:  # pragma: no cover - every pending instance got one
+        return
+    with lock:
+        if not _get_pending(self):
             return  # another thread finished first
         me = get_ident()
         if _get_owner(self) == me:
             return  # this thread's own __init__ touching its attributes
-        init = real.__init__
-        if init is not object.__init__:
-            args, kwargs = _get_args(self)
-            _set_owner(self, me)
-            try:
-                init(self, *args, **kwargs)
-            except BaseException:
-                # A failed attempt leaves nothing behind; the next touch retries.
-                _getattribute(self, "__dict__").clear()
-                raise
-            finally:
-                _set_owner(self, None)
-        _setattr(self, "__class__", real)
+        args, kwargs = _get_args(self)
+        _set_owner(self, me)
+        try:
+            type(self).__init__(self, *args, **kwargs)
+        except BaseException:
+            # A failed attempt leaves nothing behind; the next touch retries.
+            _getattribute(self, "__dict__").clear()
+            raise
+        finally:
+            _set_owner(self, None)
+        _set_pending(self, False)
+    _settled(id(self))
 
 
 def _install(flag: bytearray | memoryview) -> None:
@@ -219,6 +220,6 @@ def _drop_discarded() -> None:
         _discarded.pop()
 
 
-_detect.on_new_process.append(_mark_all_pending)
+_detect.on_new_process.append(_on_new_process)
 _detect.after_new_process.append(_drop_discarded)
 _detect.on_install.append(_install)

@@ -26,7 +26,7 @@ class Random(_random.Random):
     def __init__(self, x: Any = None) -> None:
         super().__init__(x)
 
-    def seed(self, a: Any = None, version: int = 2) -> None:  # type: ignore[override]
+    def seed(self, a: Any = None, version: int = 2) -> None:
         super().seed(a, version)
         self._inherit_auto = a is None
         self._inherit_gen = _detect.generation()

@@ -80,7 +80,7 @@ class Region:
         if isinstance(key, slice):
             return bytearray(mv[key])
         try:
-            return mv[key]  # type: ignore[no-any-return]
+            return mv[key]
         except IndexError:
             raise IndexError("Region index out of range") from None
 

@@ -70,9 +70,7 @@ def requested_backend() -> str | None:
     if not value:
         return None
     if value not in NAMES:
-        raise ValueError(
-            f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(NAMES)} or unset it"
-        )
+        raise ValueError(f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(NAMES)} or unset it")
     return value
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from _thread import allocate_lock
-TYPE_CHECKING = False
 
 from . import _detect, _select
 from .backends import page_size
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from _thread import LockType
 
@@ -25,7 +25,7 @@ ARENA_SIZE = max(64 * 1024, page_size())
 
 
 class Arena:
-    __slots__ = ("mem", "root", "slot", "free", "capacity", "pool", "zero", "secret", "locked", "nodump")
+    __slots__ = ("capacity", "free", "locked", "mem", "nodump", "pool", "root", "secret", "slot", "zero")
 
     def __init__(self, size: int, slot: int, pool: Pool | None, zero: bool, secret: bool) -> None:
         selection = _select.current()
@@ -66,7 +66,7 @@ class Arena:
 
 
 class Pool:
-    __slots__ = ("slot", "zero", "secret", "available", "zeros")
+    __slots__ = ("available", "secret", "slot", "zero", "zeros")
 
     def __init__(self, slot: int, zero: bool, secret: bool) -> None:
         self.slot = slot
@@ -196,8 +196,11 @@ def stats() -> dict[str, int]:
     """Mappings and bytes held by the slab (for diagnostics and benchmarks)."""
     with _lock:
         arenas = [a for pool in _pools.values() for a in pool.available]
-    return {"zero_arenas": len(_zero_arenas), "zero_bytes": sum(len(a.mem) for a in _zero_arenas),
-            "partly_free_arenas": len(arenas)}
+    return {
+        "zero_arenas": len(_zero_arenas),
+        "zero_bytes": sum(len(a.mem) for a in _zero_arenas),
+        "partly_free_arenas": len(arenas),
+    }
 
 
 def _on_new_process() -> None:
@@ -215,5 +218,8 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     # Never inherit the lock held by a thread that does not exist in the child.
-    os.register_at_fork(before=lambda: _lock.acquire(), after_in_parent=lambda: _lock.release(),
-                        after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=lambda: _lock.acquire(),
+        after_in_parent=lambda: _lock.release(),
+        after_in_child=_after_fork_in_child,
+    )

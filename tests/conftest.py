@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "root" in item.keywords and (not hasattr(os, "geteuid") or os.geteuid() != 0):
             item.add_marker(skip_root)
         if "kernel_backend" in item.keywords and not _kernel_backend():
-            item.add_marker(pytest.mark.skip(reason=f"backend here is {inherit.backend()!r}, not a kernel one"))
+            item.add_marker(
+                pytest.mark.skip(reason=f"backend here is {inherit.backend()!r}, not a kernel one")
+            )
 
 
 def _kernel_backend() -> bool:

@@ -16,8 +16,9 @@ import pytest
 _BUILD_DIR = Path(tempfile.gettempdir()) / f"inherit-test-libs-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
-def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 60.0,
-               args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, env: dict[str, str] | None = None, timeout: float = 60.0, args: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (outside the source tree) and capture output.
 
     ``env`` entries are added to this process's environment; a value of ""

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultshim import fault_env
 
 import inherit
+from faultshim import fault_env
 from inherit._diagnostics import KEYS
 from inherit.testing import available_routes
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from inherit.backends import madvise, minherit
 from support import build_program
 

@@ -43,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import inherit
 from inherit.backends import minherit as minherit_module
 from inherit.backends._base import map_private
 from inherit.backends.minherit import ZERO, MinheritBackend
 from support import build_shared_library, run_python
-
-import inherit
 
 SYSTEMS = ("openbsd", "freebsd", "netbsd")
 PLATFORMS = {"openbsd": "openbsd7", "freebsd": "freebsd14", "netbsd": "netbsd10"}

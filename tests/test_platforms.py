@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import run_python
 
 from inherit import _select
+from support import run_python
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the simulations fork")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from faultshim import fault_env
 from support import run_python
 

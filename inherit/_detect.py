@@ -75,8 +75,7 @@ def _refresh() -> int:
                 _new_process()
                 _pid = pid  # last, as above
             gen = _generation
-    for callback in after_new_process:
-        callback()
+    _run(after_new_process)
     return gen
 
 
@@ -85,8 +84,20 @@ def _new_process() -> None:
     # The first value is random: a parent that never asked before forking must
     # not later get the same first value as its child did.
     _generation = _generation + 1 if _generation else int.from_bytes(os.urandom(7), "big") | 1
-    for callback in on_new_process:
-        callback()
+    _run(on_new_process)
+
+
+def _run(callbacks: list[Callable[[], None]]) -> None:
+    """Run every callback; one that fails is reported, never left to undo detection."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            import sys
+            import traceback
+
+            print(f"Exception ignored in inherit's fork handler {callback!r}:", file=sys.stderr)
+            traceback.print_exc()
 
 
 def prepare(backend: Backend) -> object:

@@ -17,6 +17,7 @@ from pathlib import Path
 from ._base import Verification, describe_oserror, page_size
 
 PROBE_VERSION = 1
+_NESTED = "_INHERIT_PROBE_HELPER"
 _SENTINEL = b"\xa5\x5a\xc3\x3c" * 4
 # The helper gets the caller's sys.path, so it imports what the caller imports
 # (an editable install or a source checkout too), but no site hooks and no cwd.
@@ -131,6 +132,9 @@ def _import_path() -> list[str]:
 
 def fork_probe(name: str, timeout: float = 20.0) -> tuple[bool, Verification]:
     """Return (works, verification). Reads and refreshes the verdict cache."""
+    if os.environ.get(_NESTED):
+        # Never a probe inside a probe helper: whatever went wrong, no fork bomb.
+        return False, Verification("fork probe", "refused inside a probe helper")
     key = cache_key(name)
     directory = cache_dir()
     path = directory / f"verdict-{name}-{key[:32]}.json" if directory else None
@@ -145,6 +149,7 @@ def fork_probe(name: str, timeout: float = 20.0) -> tuple[bool, Verification]:
             capture_output=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, _NESTED: "1"},
         )
         result = json.loads(proc.stdout.decode() or "null")
         ok, detail = bool(result["ok"]), str(result["detail"])

@@ -25,6 +25,20 @@ def _as_index(value: object, what: str) -> int:
     return int(index(value))
 
 
+def _item_index(key: object) -> int:
+    """bytearray's rule for an item key: an int or an object with __index__ (not a tuple, not ...)."""
+    if type(key) is int:
+        index = key
+    else:
+        to_index = getattr(type(key), "__index__", None)
+        if to_index is None:
+            raise TypeError(f"Region indices must be integers or slices, not {type(key).__name__}")
+        index = int(to_index(key))
+    if not -sys.maxsize - 1 <= index <= sys.maxsize:
+        raise IndexError("cannot fit 'int' into an index-sized integer")
+    return index
+
+
 def _checked_size(size: object) -> int:
     n = _as_index(size, "size")
     if n <= 0:
@@ -79,8 +93,9 @@ class Region:
         mv = self._live()
         if isinstance(key, slice):
             return bytearray(mv[key])
+        index = _item_index(key)
         try:
-            return mv[key]
+            return mv[index]
         except IndexError:
             raise IndexError("Region index out of range") from None
 
@@ -103,7 +118,7 @@ class Region:
                     f"can assign only bytes-like objects to a Region slice, not {type(value).__name__}"
                 ) from None
             with src:
-                if src.ndim != 1 or src.itemsize != 1:
+                if src.format != "B" or src.ndim != 1:  # 'b', 'c', ctypes '<c', wider items
                     src = src.cast("B")
                 wanted = len(range(*key.indices(self._size)))
                 if src.nbytes != wanted:
@@ -112,11 +127,12 @@ class Region:
                     )
                 mv[key] = src
             return
+        index = _item_index(key)  # first, as bytearray does
         byte = _as_index(value, "a byte")
         if not 0 <= byte <= 255:
             raise ValueError("byte must be in range(0, 256)")
         try:
-            mv[key] = byte
+            mv[index] = byte
         except IndexError:
             raise IndexError("Region index out of range") from None
 
@@ -177,7 +193,7 @@ class Region:
 
         Raises BufferError while a memoryview of the region is alive.
         """
-        with _slab._lock:
+        with _slab.lock():
             mv = self._mv
             if mv is None:
                 return
@@ -246,9 +262,7 @@ def zero_on_fork(size: int, *, secret: bool = False) -> Region:
         size = _checked_size(size)
     if secret is not False and secret is not True:
         raise TypeError("secret must be True or False")
-    if _select._current is None:
-        _select.current()
-    arena, offset = _slab.allocate(size, True, secret)
+    arena, offset = _slab.allocate(size, True, secret)  # selects the backend on first use
     region = _new_region(Region)
     region._arena = arena
     region._offset = offset

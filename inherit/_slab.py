@@ -37,6 +37,11 @@ class Arena:
         try:
             if zero:
                 backend.mark_zero(mem)
+        except OSError as exc:
+            mem.close()
+            raise OSError(
+                exc.errno, f"cannot mark new memory zero-on-fork ({backend.name}): {exc.strerror}"
+            ) from exc
         except BaseException:
             mem.close()
             raise
@@ -104,7 +109,7 @@ def allocate(size: int, zero: bool, secret: bool) -> tuple[Arena, int]:
         page = page_size()
         rounded = (size + page - 1) // page * page
         return Arena(rounded, rounded, None, zero, secret), 0
-    with _lock:
+    with lock():
         if _pending:
             _drain()
         return allocate_locked(_SLOT_OF[size], zero, secret)
@@ -150,12 +155,13 @@ def _drain() -> None:
 
 
 def lock() -> LockType:
-    """The slab lock (looked up each time: a forked child gets a fresh one)."""
+    """The slab lock of this process (a forked child gets a fresh one)."""
+    _detect.generation()
     return _lock
 
 
 def release(arena: Arena, offset: int) -> None:
-    with _lock:
+    with lock():
         release_locked(arena, offset)
         if _pending:
             _drain()
@@ -194,7 +200,7 @@ def wipe_zero_arenas() -> None:
 
 def stats() -> dict[str, int]:
     """Mappings and bytes held by the slab (for diagnostics and benchmarks)."""
-    with _lock:
+    with lock():
         arenas = [a for pool in _pools.values() for a in pool.available]
     return {
         "zero_arenas": len(_zero_arenas),
@@ -204,6 +210,11 @@ def stats() -> dict[str, int]:
 
 
 def _on_new_process() -> None:
+    global _lock
+    # Every slab entry point runs generation() first, so this happens before
+    # anyone in this process takes the lock: one held by a thread that did not
+    # survive a fork made from C is simply left behind.
+    _lock = allocate_lock()
     if _detect.is_lazy():
         wipe_zero_arenas()
 
@@ -211,15 +222,31 @@ def _on_new_process() -> None:
 _detect.on_new_process.append(_on_new_process)
 
 
+_held_for_fork: list[LockType] = []
+
+
+def _before_fork() -> None:
+    # This process's lock, never one left behind by a fork from C. Only once a
+    # backend is installed: a fork hook must never select one (that may fork).
+    held = lock() if _detect._installed else _lock
+    held.acquire()
+    _held_for_fork.append(held)
+
+
+def _after_fork_in_parent() -> None:
+    _held_for_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
     global _lock
+    _held_for_fork.clear()
     _lock = allocate_lock()
 
 
 if hasattr(os, "register_at_fork"):
     # Never inherit the lock held by a thread that does not exist in the child.
     os.register_at_fork(
-        before=lambda: _lock.acquire(),
-        after_in_parent=lambda: _lock.release(),
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )

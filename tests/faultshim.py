@@ -117,3 +117,23 @@ def fault_env(**faults: str) -> dict[str, str]:
     for key, value in faults.items():
         env[f"INHERIT_FAULT_{key.upper()}"] = value
     return env
+
+
+# -- Appended: mlock() faults, for the secret-region tests ------------------------------------------
+#
+# ``INHERIT_FAULT_MLOCK``
+#     ``EPERM``, ``ENOMEM``, ``EAGAIN``: mlock() fails with that errno without reaching the kernel
+#     (what an unprivileged process over RLIMIT_MEMLOCK sees; root is never refused otherwise).
+#
+# ``fault_env(mlock="ENOMEM")``
+
+SOURCE += r"""
+int mlock(const void *addr, size_t len) {
+    static int (*real)(const void *, size_t);
+    if (!real) real = (int (*)(const void *, size_t))dlsym(RTLD_NEXT, "mlock");
+    const char *mode = getenv("INHERIT_FAULT_MLOCK");
+    int err = (mode && !strcmp(mode, "EAGAIN")) ? EAGAIN : errno_named(mode);
+    if (err) { errno = err; return -1; }
+    return real(addr, len);
+}
+"""

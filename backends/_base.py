@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import abc
 import errno
 import mmap
 import os
@@ -56,7 +55,7 @@ class Verification:
         return f"Verification({self.method!r}, {self.detail!r}, {self.cache_path!r})"
 
 
-class Backend(abc.ABC):
+class Backend:
     """Allocate pages, mark them zero- or keep-on-fork, prove it works.
 
     ``kernel_wipes`` says whether a child sees zeros with no help from us
@@ -70,17 +69,17 @@ class Backend(abc.ABC):
         """Fresh private memory of ``size`` bytes (a multiple of the page size)."""
         return map_private(size)
 
-    @abc.abstractmethod
     def mark_zero(self, mem: mmap.mmap) -> None:
         """Make children see zeros in ``mem``; raise OSError on refusal."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def mark_keep(self, mem: mmap.mmap) -> None:
         """Make children inherit a copy of ``mem`` again."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def verify(self) -> Verification:
         """Show the mechanism works here, or raise BackendUnavailable."""
+        raise NotImplementedError
 
     def unavailable(self, reason: str) -> BackendUnavailable:
         return BackendUnavailable(self.name, reason)

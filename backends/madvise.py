@@ -36,19 +36,38 @@ def address_of(mem: mmap.mmap) -> int:
 
 def smaps_flags(address: int, path: str = "/proc/self/smaps") -> list[str] | None:
     """VmFlags of the mapping holding ``address``; None if smaps is unreadable."""
+    # A freshly advised page is a VMA of its own starting at ``address``; VMAs
+    # are listed in address order, so stop reading once its VmFlags line is in.
+    header = b"\n%x-" % address
     try:
-        with open(path, "rb") as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
-    # Fast path: a freshly advised mapping is a VMA of its own, starting at address.
-    start = text.find(b"\n%x-" % address) if text else -1
-    if start >= 0 or text.startswith(b"%x-" % address):
-        flags_at = text.find(b"\nVmFlags:", start + 1)
-        if flags_at >= 0:
-            end = text.find(b"\n", flags_at + 1)
-            line = text[flags_at + 1 : end if end >= 0 else len(text)]
-            return line[len(b"VmFlags:") :].decode("ascii", "replace").split()
+    try:
+        text = b"\n"
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            text += chunk
+            at = text.find(header)
+            if at >= 0:
+                flags_at = text.find(b"\nVmFlags:", at + 1)
+                if flags_at >= 0:
+                    end = text.find(b"\n", flags_at + 1)
+                    if end >= 0:
+                        return text[flags_at + 9 : end].decode("ascii", "replace").split()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(text) == 1:
+        return None
+    return _flags_by_range(text, address)
+
+
+def _flags_by_range(text: bytes, address: int) -> list[str]:
+    """Slow path: the mapping was merged with a neighbour, so find it by range."""
     in_target = False
     for line in text.split(b"\n"):
         head = line.split(b" ", 1)[0]
@@ -60,7 +79,7 @@ def smaps_flags(address: int, path: str = "/proc/self/smaps") -> list[str] | Non
                 in_target = False
         elif in_target and line.startswith(b"VmFlags:"):
             return line[len(b"VmFlags:") :].decode("ascii", "replace").split()
-    return None if not text else []
+    return []
 
 
 class MadviseBackend(Backend):

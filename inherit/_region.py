@@ -193,7 +193,8 @@ class Region:
 
         Raises BufferError while a memoryview of the region is alive.
         """
-        with _slab.lock():
+        _generation()  # settle a fork first: it replaces the slab lock
+        with _slab._lock:
             mv = self._mv
             if mv is None:
                 return
@@ -219,7 +220,10 @@ class Region:
         self.close()
 
     def __del__(self) -> None:
-        mv = getattr(self, "_mv", None)
+        try:
+            mv = self._mv
+        except AttributeError:  # construction failed before the view was set
+            return
         if mv is None:
             return
         mv[:] = bytes(self._size)  # wipe now, whatever happens to the slot
@@ -250,6 +254,7 @@ class Region:
 
 
 _new_region = object.__new__
+_generation = _detect.generation
 
 
 def zero_on_fork(size: int, *, secret: bool = False) -> Region:

@@ -82,20 +82,23 @@ class Pool:
 
 
 _lock = allocate_lock()
+_generation = _detect.generation
 _pools: dict[int, Pool] = {}  # keyed by slot | zero << 16 | secret << 17
 _zero_arenas: set[Arena] = set()
 _ZERO_CHUNK = bytes(ARENA_SIZE)
 
 
-def _slot_for(size: int) -> int:
+def _slot_table() -> list[int]:
+    """size -> slot for every small size (allocation is on the hot path)."""
+    table = [0] + [MIN_SLOT] * MIN_SLOT
     slot = MIN_SLOT
-    while slot < size:
-        slot <<= 1
-    return slot
+    while slot < MAX_SLOT:
+        table += [slot * 2] * slot
+        slot *= 2
+    return table
 
 
-# size -> slot, precomputed: allocation is on the hot path of short-lived keys.
-_SLOT_OF = [0] + [_slot_for(n) for n in range(1, MAX_SLOT + 1)]
+_SLOT_OF = _slot_table()
 
 
 def slot_size(size: int) -> int:
@@ -109,7 +112,8 @@ def allocate(size: int, zero: bool, secret: bool) -> tuple[Arena, int]:
         page = page_size()
         rounded = (size + page - 1) // page * page
         return Arena(rounded, rounded, None, zero, secret), 0
-    with lock():
+    _generation()  # a fork is settled (and the lock replaced) before the lock is taken
+    with _lock:
         if _pending:
             _drain()
         return allocate_locked(_SLOT_OF[size], zero, secret)
@@ -156,7 +160,7 @@ def _drain() -> None:
 
 def lock() -> LockType:
     """The slab lock of this process (a forked child gets a fresh one)."""
-    _detect.generation()
+    _generation()
     return _lock
 
 

@@ -65,7 +65,7 @@ NOT_DRAWING = {"seed", "getstate", "setstate"}
 def _primed(rng: random.Random) -> random.Random:
     """Draw a little first, ending with gauss(), which caches a second value for the next call."""
     rng.random()
-    rng.gauss()
+    rng.gauss(0.0, 1.0)
     return rng
 
 
@@ -131,16 +131,16 @@ def test_every_method_reseeds_in_child(fork_route: str) -> None:
 def test_gauss_cached_value_is_not_reused_in_child(fork_route: str) -> None:
     """gauss() keeps its second value for the next call; a child must not get the parent's."""
     rng = inherit.Random()
-    rng.gauss()  # the parent's next gauss() is now the cached value
+    rng.gauss(0.0, 1.0)  # the parent's next gauss() is now the cached value
     plain = random.Random()
-    plain.gauss()
+    plain.gauss(0.0, 1.0)
 
     def child() -> tuple[float, float]:
-        return rng.gauss(), plain.gauss()
+        return rng.gauss(0.0, 1.0), plain.gauss(0.0, 1.0)
 
     child_value, plain_child_value = run_in_child(child, route=fork_route)
-    assert plain_child_value == plain.gauss(), "control: a plain Random hands the cached value on"
-    assert child_value != rng.gauss()
+    assert plain_child_value == plain.gauss(0.0, 1.0), "control: a plain Random hands the cached value on"
+    assert child_value != rng.gauss(0.0, 1.0)
 
 
 def test_getstate_in_child_shows_the_new_state(fork_route: str) -> None:
@@ -193,7 +193,7 @@ SEEDS = [42, 0, "a string seed", b"bytes seed"]
 
 
 def _seeded_draws(rng: random.Random) -> list[Any]:
-    return [rng.random(), rng.getrandbits(64), rng.gauss(), rng.randbytes(8), rng.randrange(10**9)]
+    return [rng.random(), rng.getrandbits(64), rng.gauss(0.0, 1.0), rng.randbytes(8), rng.randrange(10**9)]
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=repr)

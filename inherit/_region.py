@@ -281,7 +281,8 @@ def keep_on_fork(region: Region) -> Region:
 
     Small regions share pages with others, so their bytes move to memory that
     children inherit; that needs every view of the region released first
-    (``BufferError`` otherwise). Returns the region.
+    (``BufferError`` otherwise), and no other thread using the region while it
+    moves. Returns the region.
     """
     if not isinstance(region, Region):
         raise TypeError(f"keep_on_fork() takes a Region, not {type(region).__name__}")

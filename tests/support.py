@@ -45,44 +45,34 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
 
 
-def build_shared_library(source: str, name: str, extra_flags: list[str] | None = None) -> Path:
-    """Compile C ``source`` into a shared library (cached by content); skip without a compiler."""
+def _build(source: str, name: str, suffix: str, flags: list[str]) -> Path:
+    """Compile ``source`` with ``flags`` (cached by content); skip without a compiler."""
     cc = compiler()
     if cc is None:
-        pytest.skip("no C compiler to build the test-only library")
+        pytest.skip("no C compiler to build the test-only code")
     source = textwrap.dedent(source)
-    digest = hashlib.sha256((source + repr(extra_flags)).encode()).hexdigest()[:16]
-    out = _BUILD_DIR / f"{name}-{digest}.so"
+    digest = hashlib.sha256((source + repr(flags)).encode()).hexdigest()[:16]
+    out = _BUILD_DIR / f"{name}-{digest}{suffix}"
     if out.exists():
         return out
     _BUILD_DIR.mkdir(parents=True, exist_ok=True)
     src = _BUILD_DIR / f"{name}-{digest}.c"
     src.write_text(source)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cc, "-shared", "-fPIC", "-O1", "-o", str(tmp), str(src), *(extra_flags or []), "-ldl"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # atomic: parallel runs share the cache
+    result = subprocess.run(
+        [cc, *flags[:-1], "-o", str(tmp), str(src), flags[-1]], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(f"building {name} failed:\n{result.stderr}")
     os.replace(tmp, out)
     return out
+
+
+def build_shared_library(source: str, name: str, extra_flags: list[str] | None = None) -> Path:
+    """Compile C ``source`` into a shared library (cached by content); skip without a compiler."""
+    return _build(source, name, ".so", ["-shared", "-fPIC", "-O1", *(extra_flags or []), "-ldl"])
 
 
 def build_program(source: str, name: str) -> Path:
     """Compile a small C program (cached by content); skip without a compiler."""
-    cc = compiler()
-    if cc is None:
-        pytest.skip("no C compiler")
-    source = textwrap.dedent(source)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    out = _BUILD_DIR / f"{name}-{digest}"
-    if out.exists():
-        return out
-    _BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    src = _BUILD_DIR / f"{name}-{digest}.c"
-    src.write_text(source)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    result = subprocess.run([cc, "-o", str(tmp), str(src)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"building {name} failed:\n{result.stderr}")
-    os.replace(tmp, out)
-    return out
+    return _build(source, name, "", ["-O1", "-lc"])

@@ -25,14 +25,19 @@ def map_private(size: int) -> mmap.mmap:
     ``mmap.mmap(-1, n)`` alone is MAP_SHARED on Unix, which the kernel refuses
     to wipe, so the flags are spelled out. Windows has no such flags and no fork.
     """
-    if os.name == "nt":  # pragma: no cover - exercised on Windows CI only
-        return mmap.mmap(-1, size)
-    return mmap.mmap(
-        -1,
-        size,
-        flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-        prot=mmap.PROT_READ | mmap.PROT_WRITE,
-    )
+    try:
+        if os.name == "nt":  # pragma: no cover - exercised on Windows CI only
+            return mmap.mmap(-1, size)
+        return mmap.mmap(
+            -1,
+            size,
+            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+        )
+    except OSError as exc:
+        if exc.errno == errno.ENOMEM:
+            raise MemoryError(f"cannot map {size} bytes: {exc.strerror}") from exc
+        raise
 
 
 def describe_oserror(call: str, exc: OSError) -> str:

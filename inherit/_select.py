@@ -105,8 +105,10 @@ def choose() -> tuple[Selection, object]:
             continue
         if refused:
             reason = "fallback: " + "; ".join(f"{n} refused ({r})" for n, r in refused)
-        elif backend.kernel_wipes:
+        elif backend.kernel_wipes and verification.method == "smaps":
             reason = "the kernel mechanism was verified in this process"
+        elif backend.kernel_wipes:
+            reason = f"the kernel mechanism was verified by a {verification.method}"
         else:
             reason = f"no kernel zero-on-fork mechanism on {sys.platform}"
         return Selection(backend, reason, None, tuple(refused), verification), page

@@ -8,7 +8,8 @@ With the getpid backend the flag stays zero and every call compares PIDs.
 from __future__ import annotations
 
 import os
-from _thread import allocate_lock, get_native_id
+
+from ._plock import ProcessLock
 
 TYPE_CHECKING = False
 
@@ -27,11 +28,7 @@ _pid = -1
 _getpid = os.getpid
 _kernel = False
 _installed = False
-_lock = allocate_lock()
-# (pid, tid) of the thread holding _lock: a lock inherited through a fork made
-# from C may be held by a thread that does not exist here, and must be replaced.
-_holder: tuple[int, int] | None = None
-_replacements: dict[object, object] = {}  # held-by-the-dead lock -> its successor
+_lock = ProcessLock()
 _flag_page: object = None
 
 # Run (under the lock) when a new process is detected, before anyone sees
@@ -60,67 +57,37 @@ def generation() -> int:
 
 def _refresh() -> int:
     global _generation, _pid
+    if _lock.held_here():
+        # Re-entered from a finalizer while this thread detects the fork: the
+        # new generation is already counted.
+        return _generation
     if not _installed:
         from . import _select
 
         _select.current()
     if _kernel:
-        _acquire()
+        _lock.acquire()
         try:
             if not _flag[0]:
                 _new_process()
                 _flag[0] = 1  # last: other threads wait on the lock until now
             gen = _generation
         finally:
-            _release()
+            _lock.release()
     else:
         pid = os.getpid()
         if pid == _pid:
             return _generation
-        _acquire()
+        _lock.acquire()
         try:
             if _pid != pid:
                 _new_process()
                 _pid = pid  # last, as above
             gen = _generation
         finally:
-            _release()
+            _lock.release()
     _run(after_new_process)
     return gen
-
-
-def _acquire() -> None:
-    """Take the detection lock, replacing one held by a thread of another process."""
-    global _lock, _holder
-    while True:
-        lock = _lock
-        if lock.acquire(timeout=0.02):
-            if lock is _lock:
-                _holder = (os.getpid(), get_native_id())
-                return
-            lock.release()  # replaced while we waited: take the successor
-            continue
-        holder = _holder
-        if holder is not None and not _alive(holder):
-            # setdefault is atomic: every thread that gets here agrees on one successor.
-            successor = _replacements.setdefault(lock, allocate_lock())
-            if _lock is lock:
-                _lock = successor  # type: ignore[assignment]
-
-
-def _release() -> None:
-    global _holder
-    _holder = None
-    _lock.release()
-
-
-def _alive(holder: tuple[int, int]) -> bool:
-    pid, tid = holder
-    if pid != os.getpid():
-        return False
-    if os.path.isdir("/proc/self/task"):
-        return os.path.exists(f"/proc/self/task/{tid}")
-    return True  # no way to tell: keep waiting
 
 
 def _new_process() -> None:
@@ -181,17 +148,16 @@ def is_lazy() -> bool:
 
 
 def _before_fork() -> None:
-    _acquire()
+    _lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
-    _release()
+    _lock.release()
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _pid, _holder
-    _lock = allocate_lock()
-    _holder = None
+    global _pid
+    _lock.reset()
     if _installed and not _kernel:
         _pid = -1  # this is a fork even if the PID is the parent's (PID namespaces)
         _refresh()  # eager: wipe before the child's code runs

@@ -54,6 +54,13 @@ class ForkLocal:
         "_forklocal_pending",
     )
 
+    def __init_subclass__(cls, /, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__basicsize__ != ForkLocal.__basicsize__ or cls.__itemsize__:
+            # Only the instance __dict__ is cleared in a child; slots would keep
+            # the parent's values.
+            raise TypeError(f"ForkLocal subclass {cls.__qualname__} cannot add __slots__")
+
     def __new__(cls, /, *args: Any, **kwargs: Any) -> Any:
         if (args or kwargs) and cls.__init__ is object.__init__:
             raise TypeError(f"{cls.__name__}() takes no arguments unless it defines __init__")
@@ -146,8 +153,6 @@ def _settled(key: int) -> None:
 
 def _forget(key: int) -> None:
     _instances.pop(key, None)
-    if not _instances:
-        _instances.clear()  # frees the table a crowd of instances left behind
     if key in _pending:
         _settled(key)
 

@@ -36,6 +36,17 @@ class Random(_random.Random):
         self._inherit_auto = False
         self._inherit_gen = _detect.generation()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # random.Random restores through setstate(), which would turn reseeding
+        # off in every copy; keep the instance's own choice instead.
+        return (type(self), (), (_base.getstate(self), self._inherit_auto))
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        internal, auto = state
+        _base.setstate(self, internal)
+        self._inherit_auto = bool(auto)
+        self._inherit_gen = _detect.generation()
+
     def _check(self) -> None:
         gen = _detect.generation()
         if self._inherit_gen != gen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from _weakref import ref as _weak
 
 from . import _detect, _select, _slab
 
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, SupportsIndex, overload
 
 _MAX_SIZE = sys.maxsize // 2
+# Weak references to the views of regions that died while views of them lived.
+_orphans: dict[int, object] = {}
 
 
 def _as_index(value: object, what: str) -> int:
@@ -22,7 +25,10 @@ def _as_index(value: object, what: str) -> int:
     index = getattr(type(value), "__index__", None)
     if index is None or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return int(index(value))
+    result = index(value)
+    if not isinstance(result, int):
+        raise TypeError(f"__index__ returned non-int (type {type(result).__name__})")
+    return int(result)
 
 
 def _item_index(key: object) -> int:
@@ -33,7 +39,9 @@ def _item_index(key: object) -> int:
         to_index = getattr(type(key), "__index__", None)
         if to_index is None:
             raise TypeError(f"Region indices must be integers or slices, not {type(key).__name__}")
-        index = int(to_index(key))
+        index = to_index(key)
+        if not isinstance(index, int):
+            raise TypeError(f"__index__ returned non-int (type {type(index).__name__})")
     if not -sys.maxsize - 1 <= index <= sys.maxsize:
         raise IndexError("cannot fit 'int' into an index-sized integer")
     return index
@@ -70,7 +78,10 @@ class Region:
 
     # -- access -----------------------------------------------------------
     def _live(self) -> memoryview:
-        mv = self._mv
+        try:
+            mv = self._mv
+        except AttributeError:  # made with Region.__new__, not zero_on_fork()
+            raise ValueError("this Region was never opened; use inherit.zero_on_fork()") from None
         if mv is None:
             raise ValueError("operation on a closed Region")
         if _detect._kernel is False:
@@ -148,9 +159,13 @@ class Region:
         The region cannot be closed while the view (or any view derived from
         it) is alive; release it with ``view.release()`` or a ``with`` block.
         """
-        from pickle import PickleBuffer  # its export pins the region's own view
+        from pickle import PickleBuffer
 
-        return memoryview(PickleBuffer(self._live()))
+        # Each PickleBuffer level takes an export of the view below it, so
+        # close() sees every view derived from this one. Two levels keep the
+        # region's own view out of reach: ``.obj`` is the private middle view,
+        # and even its slices pin the region.
+        return memoryview(PickleBuffer(memoryview(PickleBuffer(self._live()))))
 
     def __buffer__(self, flags: int, /) -> memoryview:
         return self._live()
@@ -171,21 +186,25 @@ class Region:
     @property
     def on_fork(self) -> str:
         """``"zero"`` or ``"keep"``: what a forked child sees."""
+        self._live()
         return "zero" if self._arena.zero else "keep"
 
     @property
     def secret(self) -> bool:
         """True for regions made with ``secret=True``."""
+        self._live()
         return self._arena.secret
 
     @property
     def locked(self) -> bool:
         """True if the pages are locked in RAM (secret regions, best effort)."""
+        self._live()
         return self._arena.locked
 
     @property
     def dumpable(self) -> bool:
         """False if the pages are excluded from core dumps."""
+        self._live()
         return not self._arena.nodump
 
     def close(self) -> None:
@@ -231,9 +250,14 @@ class Region:
             mv.release()
         except BufferError:
             # Views outlive the region (possible before 3.12): free on their death.
-            import weakref
+            arena, offset = self._arena, self._offset
 
-            weakref.finalize(mv, _slab.release_later, self._arena, self._offset)
+            def free(weak: object) -> None:
+                _orphans.pop(id(weak), None)
+                _slab.release_later(arena, offset)
+
+            weak = _weak(mv, free)
+            _orphans[id(weak)] = weak  # (a writable memoryview's weakref is unhashable)
             return
         self._mv = None
         # Never block in a finalizer: it may run while this thread holds the lock.

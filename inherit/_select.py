@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from _thread import allocate_lock
 
 from ._errors import BackendUnavailable
+from ._plock import ProcessLock
 from .backends import Backend, Verification
 
 ENV_VAR = "INHERIT_BACKEND"
@@ -115,7 +115,9 @@ def choose() -> tuple[Selection, object]:
     raise AssertionError("the getpid backend is always available")  # pragma: no cover
 
 
-_lock = allocate_lock()
+# Held while a backend is chosen, which may take a while (a fork probe): a
+# child forked meanwhile, by any route, must not inherit it held.
+_lock = ProcessLock()
 _current: Selection | None = None
 
 
@@ -129,6 +131,8 @@ def current() -> Selection:
 
 def _select() -> Selection:
     global _current
+    if _lock.held_here():
+        raise RuntimeError("inherit was used while this thread is choosing its backend (from a finalizer?)")
     with _lock:
         if _current is None:
             selection, page = choose()
@@ -137,3 +141,7 @@ def _select() -> Selection:
             _detect.install(selection.backend, page)
             _current = selection
         return _current
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_lock.reset)

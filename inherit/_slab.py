@@ -125,6 +125,8 @@ def allocate_locked(slot: int, zero: bool, secret: bool) -> tuple[Arena, int]:
     if pool is None:
         pool = _pools[key] = Pool(slot, zero, secret)
     available = pool.available
+    while available and not available[-1].free:
+        available.pop()  # left half-updated by a thread that did not survive a fork from C
     if available:
         arena = available[-1]
     else:
@@ -142,6 +144,12 @@ _pending: list[tuple[Arena, int]] = []
 
 def release_later(arena: Arena, offset: int) -> None:
     """Release from a finalizer: now if the lock is free, else at the next slab call."""
+    settled = _detect._flag[0] or (_detect.is_lazy() and os.getpid() == _detect._pid)
+    if not settled:
+        # A new process whose fork is not detected yet: never touch the books
+        # under a lock that detection is about to replace.
+        _pending.append((arena, offset))
+        return
     lock = _lock
     if lock.acquire(blocking=False):
         try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._detect import ProcessLock
 from ._errors import BackendUnavailable
-from ._plock import ProcessLock
 from .backends import Backend, Verification
 
 ENV_VAR = "INHERIT_BACKEND"

@@ -289,7 +289,7 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.rounds)))
         return 0
-    rounds, runs = (3, 7) if args.quick else (7, 21)
+    rounds, runs = (3, 11) if args.quick else (7, 41)
     names = args.backend or ["madvise", "minherit", "getpid"]
     results = [r for r in (run_backend(n, rounds, runs) for n in names) if r is not None]
     meta = {

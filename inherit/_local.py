@@ -112,9 +112,7 @@ class ForkLocal:
         raise TypeError(f"cannot pickle {type(self).__name__}: its state belongs to one process")
 
 
-_fast_hooks = {
-    "__getattribute__": ForkLocal.__dict__["__getattribute__"],
-}
+_fast_getattribute = ForkLocal.__dict__["__getattribute__"]
 _args_slot = ForkLocal.__dict__["_forklocal_args"]
 _get_args = _args_slot.__get__
 _set_args = _args_slot.__set__
@@ -139,7 +137,7 @@ def _checking_getattribute(self: ForkLocal, name: str) -> Any:
 
 
 def _set_hooks(checking: bool) -> None:
-    hook = _checking_getattribute if checking else _fast_hooks["__getattribute__"]
+    hook = _checking_getattribute if checking else _fast_getattribute
     _set_type_attribute(ForkLocal, "__getattribute__", hook)
 
 

@@ -103,9 +103,7 @@ def run_check(routes: list[str] | None = None, timeout: float = 30.0) -> CheckRe
 
     try:
         name = inherit.backend()
-        from ._select import current
-
-        kernel_wipes = current().backend.kernel_wipes
+        kernel_wipes = inherit.diagnostics()["kernel_wipes"]
     except Exception as exc:  # an invalid or unavailable INHERIT_BACKEND, say
         return CheckReport(None, None, error=str(exc) or type(exc).__name__)
     chosen = available_routes() if routes is None else routes

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._cache import per_process_cache
     from ._random import Random
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BackendUnavailable",

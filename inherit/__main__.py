@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
             "Without a command: report which zero-on-fork backend is active here and why it was chosen. "
             "With 'check': prove it by forking."
         ),
-        epilog="Set INHERIT_BACKEND=madvise|minherit|getpid to require a backend.",
+        epilog=(
+            "Set INHERIT_BACKEND=madvise|minherit|getpid to require a backend. "
+            "Installed with: pip install pyinherit (the package it installs is inherit)."
+        ),
     )
     # The distribution's name: `pip install pyinherit` installs the `inherit` package.
     parser.add_argument("--version", action="version", version=f"pyinherit {__version__}")
@@ -127,6 +130,7 @@ def format_report(data: dict[str, Any]) -> str:
     section(
         "Platform",
         [
+            ("distribution", f"pyinherit {data['inherit']} (pip install pyinherit)"),
             ("platform", f"{data['platform']} ({data['system']})"),
             ("release", data["release"]),
             ("version", data["os_version"]),

@@ -101,6 +101,7 @@ def test_report_is_readable_and_exits_0() -> None:
     assert platform.machine() in out
     assert platform.python_version() in out
     assert "chosen:" in out
+    assert f"pyinherit {inherit.__version__} (pip install pyinherit)" in out  # the name to install
     assert result.stderr == ""
 
 
@@ -281,7 +282,7 @@ def test_help() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     assert "--json" in result.stdout and "check" in result.stdout and "INHERIT_BACKEND" in result.stdout
-    assert "--version" in result.stdout
+    assert "--version" in result.stdout and "pip install pyinherit" in result.stdout
     result = run_cli("check", "--help")
     assert result.returncode == 0
     assert "--route" in result.stdout and "--timeout" in result.stdout

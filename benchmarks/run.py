@@ -255,7 +255,9 @@ def instructions(env: dict[str, str], n: int) -> dict[str, Any]:
         counts = {
             label: callgrind_totals(os.path.join(tmp, d)) for label, d in zip(labels, dumps, strict=True)
         }
-        out["first_use"] = counts["first_use"]
+        out["first_use"] = (
+            {"na": probe["na"]["first_use"]} if "first_use" in probe["na"] else counts["first_use"]
+        )
 
         def per_iter(label: str) -> float:
             loop = counts[label + ":2n"] - counts[label + ":n"]
@@ -389,7 +391,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
         figures["first_use"] = {
             "min_ms": proc["first_use_min_ms"],
             "median_ms": proc["first_use_median_ms"],
-            "instr": instr.get("first_use") if instr else None,
+            "instr": instr["first_use"] if instr and isinstance(instr.get("first_use"), int) else None,
         }
 
     mem = worker.get("memory", {"na": "not measured"})
@@ -990,7 +992,7 @@ def main() -> int:
     else:
         start = time.monotonic()
         args.rounds, args.runs, args.reps, args.instr_n = (
-            (7, 15, 3, 2000) if args.quick else (25, 41, 7, 10000)
+            (7, 15, 3, 1000) if args.quick else (25, 41, 7, 5000)
         )
         accelerated, why = accelerator_state()
         impls = ["accelerated", "pure"] if accelerated else ["pure"]

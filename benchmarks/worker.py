@@ -446,20 +446,18 @@ def callgrind(n: int) -> None:
         marker()
 
     close("startup")
+    out: dict[str, object] = {"n": n, "labels": labels, "na": {}}
     try:
         import inherit
 
         inherit.zero_on_fork(32)
         inherit.generation()
     except Exception as exc:
-        close("failed")
-        print(json_text({"na": error_text(exc)}))
-        return
+        out["na"]["first_use"] = error_text(exc)  # type: ignore[index]
     close("first_use")
     import gc
     import itertools
 
-    out: dict[str, object] = {"n": n, "labels": labels, "na": {}}
     # As timeit does: iterating over repeat(None) allocates nothing per pass.
     loop_src = "def _loop(_n):\n    for _i in _repeat(None, _n):\n        {}\n"
     jobs = [("empty", "pass", "")]

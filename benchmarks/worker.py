@@ -94,7 +94,8 @@ PER_CALL: list[tuple[int, str, str, str, str]] = [
     (7, "cache", "lru(1)", "cached(1)", CACHE),
 ]
 
-FORK_SIZES = (1_000, 10_000, 100_000)
+# 1: the cost of a new process with (almost) no ForkLocal, for reference.
+FORK_SIZES = (1, 1_000, 10_000, 100_000)
 REGIONS = 10_000
 CHILD_TIMEOUT = 60.0
 

@@ -700,7 +700,7 @@ def text_report(run: dict[str, Any]) -> str:
                 name = f"{IMPL_NAMES[c['implementation']]} / {c['backend']}"
                 restore = json.dumps(f["restore"]) if f["restore"] else "no restore detection reported"
                 out.append(f"   {name}: diagnostics(): {restore}")
-    out.append(f"\nwall time of this run: {meta['elapsed_s']:.0f} s")
+    out.append(f"\nwall time of this run: {meta['elapsed_s']:.0f} s ({settings(meta)})")
     return "\n".join(out)
 
 
@@ -749,7 +749,7 @@ def markdown(run: dict[str, Any]) -> str:
         f"{meta['cpus']} CPUs; inherit {meta['inherit_version']}; {meta['date']}. "
         f"Implementations: {meta['implementations_note']}.",
         "",
-        meta["method"] + (" " + meta["method_instr"] if meta.get("method_instr") else ""),
+        f"One run of `{meta.get('command', 'python benchmarks/run.py')}`: {settings(meta)}; method above.",
     ]
     for c in run["configs"]:
         if "skipped" in c:
@@ -849,6 +849,22 @@ def markdown(run: dict[str, Any]) -> str:
         if not any(f["restore"] for _, f in vm):
             out += ["", "`inherit.diagnostics()` reported no restore detection in these runs."]
     return "\n".join(out)
+
+
+def settings(meta: dict[str, Any]) -> str:
+    s = meta.get("settings")
+    if not s:
+        return "settings not recorded"
+    text = (
+        f"{s.get('rounds')} timeit rounds, {s.get('runs')} runs of each process, "
+        f"{s.get('reps')} children per fork figure"
+    )
+    if meta.get("method_instr"):
+        text += f", callgrind loops of N = {s.get('instr_n')}"
+    load = meta.get("load")
+    if load:
+        text += f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
+    return text
 
 
 def md_na(f: dict[str, Any]) -> str:
@@ -1006,6 +1022,14 @@ def main() -> int:
         note = "accelerated and pure Python" if accelerated else f"pure Python only ({why})"
         meta = machine(note)
         meta["vmclock"] = args.vmclock
+        meta["command"] = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
+        meta["settings"] = {
+            "rounds": args.rounds,
+            "runs": args.runs,
+            "reps": args.reps,
+            "instr_n": args.instr_n,
+        }
+        load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         meta["method"] = METHOD.format(rounds=args.rounds, runs=args.runs, reps=args.reps)
         if args.instructions:
             meta["method_instr"] = METHOD_INSTR.format(n=args.instr_n)
@@ -1021,6 +1045,8 @@ def main() -> int:
                     config["figures"] = evaluate(config)
                 configs.append(config)
         meta["elapsed_s"] = time.monotonic() - start
+        if load_start is not None:
+            meta["load"] = [load_start, os.getloadavg()[0]]
         run = {"meta": meta, "targets": TARGETS, "configs": configs}
     print(text_report(run))
     if args.markdown:

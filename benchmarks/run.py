@@ -100,7 +100,8 @@ METHOD = (
 )
 METHOD_INSTR = (
     "Instructions: valgrind --tool=callgrind; per call = ((2N loop) - (N loop) - (empty 2N loop - empty N "
-    "loop)) / N with N = {n}, so startup and loop overhead cancel; whole processes counted once each. "
+    "loop)) / N with N = {n}, so startup and loop overhead cancel; whole processes counted once each; "
+    "PYTHONHASHSEED=0. "
     "Callgrind counts user space only: a system call counts as its libc wrapper, while getpid() alone "
     "costs about as much as the whole getpid guard in the kernel, so instruction ratios get a verdict only "
     "where neither side makes a system call per call (figures 5-7 on a kernel backend)."
@@ -227,13 +228,13 @@ def instructions(env: dict[str, str], n: int) -> dict[str, Any]:
     if why:
         return {"na": why}
     out: dict[str, Any] = {"n": n, "per_call": {}}
+    env = dict(env, PYTHONHASHSEED="0")  # dict probing depends on the hash seed: fix it to repeat counts
     with tempfile.TemporaryDirectory(prefix="inherit-bench-") as tmp:
         stem = os.path.join(tmp, "loops.out")
-        proc_env = dict(env)
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={stem}", "--dump-before=getppid"]
         proc = subprocess.run(
             [*cmd, sys.executable, WORKER, "callgrind", str(n)],
-            env=proc_env,
+            env=env,
             cwd="/",
             capture_output=True,
             text=True,

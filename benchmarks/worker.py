@@ -131,13 +131,14 @@ def calibrate(timer: object, seconds: float) -> int:
 
 
 def interleaved_min(
-    pairs: dict[str, tuple[dict[str, object], str, str]], rounds: int, seconds: float = 0.02
+    pairs: dict[str, tuple[dict[str, object], str, str]], rounds: int, seconds: float = 0.002
 ) -> dict[str, dict[str, float]]:
     """Minimum ns per call of each (baseline, subject) pair over interleaved rounds.
 
     Baseline and subject of a pair run back to back in every round, and the
     order of the whole sequence reverses every other round, so both see the
-    same machine state.
+    same machine state. Slices are short (a few ms, under a scheduler time
+    slice) so that on a loaded machine many of them still run undisturbed.
     """
     import timeit
 
@@ -351,7 +352,7 @@ def first_calls(target: object) -> dict[str, object]:
 def touched_reads(ns: dict[str, object], n: int, rounds: int) -> dict[str, object]:
     """In a fresh child: reads of one instance touched here, while ``n`` others are not."""
     exec("local.conn", ns)
-    best = interleaved_min({"read": (ns, "by_pid.get()", "local.conn")}, rounds, 0.01)
+    best = interleaved_min({"read": (ns, "by_pid.get()", "local.conn")}, rounds)
     return {"n": n, "baseline_ns": best["read"]["baseline"], "subject_ns": best["read"]["subject"]}
 
 

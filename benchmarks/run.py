@@ -1037,7 +1037,10 @@ def main() -> int:
         note = "accelerated and pure Python" if accelerated else f"pure Python only ({why})"
         meta = machine(note)
         meta["vmclock"] = args.vmclock
-        meta["command"] = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
+        shown = [
+            a for i, a in enumerate(sys.argv[1:]) if a != "--json" and (i == 0 or sys.argv[i] != "--json")
+        ]
+        meta["command"] = " ".join(["python", "benchmarks/run.py", *shown])
         meta["settings"] = {
             "rounds": args.rounds,
             "runs": args.runs,

@@ -724,7 +724,7 @@ def text_report(run: dict[str, Any]) -> str:
 
 def md_ratio(f: dict[str, Any], with_times: bool = True) -> str:
     if "na" in f:
-        return "n/a: " + f["na"]
+        return f"n/a: {f['na']}"
     cell = f"**{f['ratio']:.2f}x**"
     if with_times:
         cell += f" ({fmt_time(f['subject'], f['unit'])} vs {fmt_time(f['baseline'], f['unit'])})"

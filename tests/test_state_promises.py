@@ -280,7 +280,7 @@ def test_methods_classmethods_and_staticmethods_like_lru_cache() -> None:
         def ours(self, x: int) -> int:
             return self.k * x
 
-        @functools.lru_cache
+        @functools.lru_cache  # noqa: B019 - the comparison is the point
         def theirs(self, x: int) -> int:
             return self.k * x
 

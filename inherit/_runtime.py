@@ -548,12 +548,15 @@ def _make_current(self: ForkLocal) -> None:
             if type(self).__init__ is not object.__init__:
                 args, kwargs = _get_args(self)
                 type(self).__init__(self, *args, **kwargs)
-            _set_stamp(self, current_generation)
         except BaseException:
             _setattr(self, "__dict__", {})  # nothing half-built survives; the next touch retries
             raise
         finally:
             _renewing.discard(key)
+        # Outside the try: an exception (a signal handler's) after this point must not
+        # empty a dict that is complete and current. One landing just before it makes
+        # the next touch run __init__ once more, which is the safe side.
+        _set_stamp(self, current_generation)
 
 
 def _rebuild_forklocal(

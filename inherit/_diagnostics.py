@@ -36,6 +36,7 @@ KEYS = (
     "cache",
     "cache_dir",
     "accelerated",
+    "accelerator",
     "error",
 )
 
@@ -79,7 +80,8 @@ def report() -> dict[str, Any]:
         refused={},
         verdicts=[],
         cache_dir=_cache_dir(),
-        accelerated=False,
+        accelerated=_runtime.accelerated,
+        accelerator=_runtime.accelerator,
     )
     try:
         selection = _runtime.selection()

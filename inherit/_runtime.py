@@ -52,6 +52,25 @@ if TYPE_CHECKING:
     F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_VAR = "INHERIT_BACKEND"
+PURE_ENV_VAR = "INHERIT_PURE_PYTHON"
+
+
+def _load_accelerator() -> "tuple[Any, str]":
+    """The compiled fast paths, or None and why not. They mirror this module exactly."""
+    if os.environ.get(PURE_ENV_VAR, "").strip() not in ("", "0"):
+        return None, f"{PURE_ENV_VAR} is set"
+    try:
+        from . import _speedups
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "inherit._speedups":
+            return None, "inherit._speedups is not built in this install (pure-Python package)"
+        return None, f"inherit._speedups cannot load here: {exc}"
+    return _speedups, "inherit._speedups"
+
+
+# The accelerator, when active, reads the state below through install() and publish().
+_accel, accelerator = _load_accelerator()
+accelerated = _accel is not None
 REENTERED = (
     "inherit was called from a signal handler while the same thread was detecting a fork or "
     "choosing a backend; call it outside the handler, or retry"
@@ -98,6 +117,10 @@ def generation() -> int:
     if flag[0]:
         return current_generation
     return _detect()
+
+
+if _accel is not None:
+    generation = _accel.generation
 
 
 def _generation_getpid() -> int:
@@ -172,6 +195,8 @@ def _publish(mine: RLock) -> None:
     _locks = {pid: mine}
     lock = mine
     current_generation = generation
+    if _accel is not None:
+        _accel.publish(generation, -1 if kernel_wipes else pid)  # before the flag: see publish()
     if kernel_wipes:
         flag[0] = 1  # last: other threads take the slow path until now
     else:
@@ -221,6 +246,8 @@ def _install(selection: "Selection") -> None:
         kernel_wipes = True
     else:
         _specialize_for_getpid()
+    if _accel is not None:
+        _accel.install(selection.page, 1 if kernel_wipes else 2, _detect, _make_current)
     _selection = selection
     installed = True
 
@@ -255,6 +282,8 @@ def _at_fork_in_child() -> None:
         return  # never choose a backend in a fork hook: that may fork
     if not kernel_wipes:
         pid_of_record = -1  # a fork even when the PID is the parent's (PID namespaces)
+        if _accel is not None:
+            _accel.publish(current_generation, -1)
     try:
         _detect()  # eager: wipe and run the callbacks before the child's code runs
     except Exception as exc:
@@ -402,13 +431,58 @@ _delattr = object.__delattr__
 _renew_lock = RLock()
 _renewing: "set[int]" = set()
 _PICKLE_MODES = ("refuse", "init")
+_ACCESS_HOOKS = ("__getattribute__", "__setattr__", "__delattr__")
+_ForkLocalBase: type = object if _accel is None else _accel.ForkLocalBase
 
 
-class ForkLocal:
+class ForkLocalType(type):
+    """The metaclass of :class:`ForkLocal`.
+
+    It checks every subclass, whatever its bases' ``__init_subclass__`` do,
+    refuses access hooks assigned to a class later, and wraps whichever
+    ``__init__`` a class has (its own, a mixin's, or one assigned later) so the
+    arguments of construction are kept for the rerun in a new process.
+    Combine it with another metaclass by subclassing both.
+    """
+
+    def __new__(
+        mcls,
+        name: str,
+        bases: "tuple[type, ...]",
+        namespace: "dict[str, Any]",
+        /,
+        pickle: "str | None" = None,
+        **kwargs: "Any",
+    ) -> "ForkLocalType":
+        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        if "ForkLocal" in globals():  # not ForkLocal itself
+            _check_subclass(cls, pickle)
+            _record_init_arguments(cls)
+        return cls
+
+    def __setattr__(cls, name: str, value: "Any") -> None:
+        if name in _ACCESS_HOOKS:
+            raise TypeError(_hook_refusal(cls, name))
+        if name == "__init__" and callable(value):
+            value = _recording_init(value)
+        if name != "__bases__":
+            super().__setattr__(name, value)
+            return
+        old = cls.__bases__
+        super().__setattr__(name, value)
+        try:
+            _check_subclass(cls, None)
+        except TypeError:
+            super().__setattr__(name, old)
+            raise
+        _record_init_arguments(cls)
+
+
+class ForkLocal(_ForkLocalBase, metaclass=ForkLocalType):  # type: ignore[misc]
     """Attributes that belong to one process, like ``threading.local`` for processes.
 
     Shared by all threads of one process. In a child made by any route the
-    attributes are gone; if a subclass defines ``__init__``, it runs again there,
+    attributes are gone; if the class has an ``__init__``, it runs again there,
     once, with the arguments the instance was built with, on the first touch
     (read, write or delete). Other threads touching the instance meanwhile wait
     for it. Nothing is done per instance at the fork itself.
@@ -416,43 +490,45 @@ class ForkLocal:
     The parent's attribute values are never finalized in the child (that could
     close a connection the parent still uses); they stay unreachable there.
     Subclasses cannot add ``__slots__`` or override ``__getattribute__``,
-    ``__setattr__`` or ``__delattr__``: those would see the parent's values.
-    Pickling is refused unless the class is declared with ``pickle="init"``
-    (``class Pool(ForkLocal, pickle="init")``): then unpickling builds a new
-    instance from the original arguments on the receiving side.
+    ``__setattr__`` or ``__delattr__`` (nor inherit an override from a mixin):
+    those would see the parent's values. Pickling is refused unless the class
+    is declared with ``pickle="init"`` (``class Pool(ForkLocal, pickle="init")``):
+    then unpickling builds a new instance from the original arguments on the
+    receiving side.
     """
 
-    __slots__ = ("__dict__", "__weakref__", "_forklocal_args", "_forklocal_stamp")
+    if _accel is None:
+        __slots__ = ("__dict__", "__weakref__", "_forklocal_args", "_forklocal_stamp")
+    else:  # the compiled base has the slots and the access hooks
+        __slots__ = ()
 
     _forklocal_pickle = "refuse"
-
-    def __init_subclass__(cls, /, pickle: str | None = None, **kwargs: "Any") -> None:
-        super().__init_subclass__(**kwargs)
-        _check_subclass(cls, pickle)
 
     def __new__(cls, /, *args: "Any", **kwargs: "Any") -> "Any":
         if (args or kwargs) and cls.__init__ is object.__init__:
             raise TypeError(f"{cls.__name__}() takes no arguments unless it defines __init__")
-        self = object.__new__(cls)
+        self = _new_instance(cls)
         _set_stamp(self, generation())
         _set_args(self, (args, kwargs))
         return self
 
-    def __getattribute__(self, name: str) -> "Any":
-        if flag[0] and _get_stamp(self) is current_generation:
+    if _accel is None:
+
+        def __getattribute__(self, name: str) -> "Any":
+            if flag[0] and _get_stamp(self) is current_generation:
+                return _getattribute(self, name)
+            _make_current(self)
             return _getattribute(self, name)
-        _make_current(self)
-        return _getattribute(self, name)
 
-    def __setattr__(self, name: str, value: "Any") -> None:
-        if not (flag[0] and _get_stamp(self) is current_generation):
-            _make_current(self)
-        _setattr(self, name, value)
+        def __setattr__(self, name: str, value: "Any") -> None:
+            if not (flag[0] and _get_stamp(self) is current_generation):
+                _make_current(self)
+            _setattr(self, name, value)
 
-    def __delattr__(self, name: str) -> None:
-        if not (flag[0] and _get_stamp(self) is current_generation):
-            _make_current(self)
-        _delattr(self, name)
+        def __delattr__(self, name: str) -> None:
+            if not (flag[0] and _get_stamp(self) is current_generation):
+                _make_current(self)
+            _delattr(self, name)
 
     def __reduce__(self) -> "Any":
         cls = type(self)
@@ -484,34 +560,47 @@ def _forklocal_delattr_getpid(self: ForkLocal, name: str) -> None:
     _delattr(self, name)
 
 
-_get_stamp = ForkLocal.__dict__["_forklocal_stamp"].__get__
-_set_stamp = ForkLocal.__dict__["_forklocal_stamp"].__set__
-_get_args = ForkLocal.__dict__["_forklocal_args"].__get__
-_set_args = ForkLocal.__dict__["_forklocal_args"].__set__
-_ACCESS_HOOKS = ("__getattribute__", "__setattr__", "__delattr__")
+# The class whose __dict__ holds the slots and the access hooks.
+_HOOK_OWNER: type = ForkLocal if _accel is None else _ForkLocalBase
+_new_instance = object.__new__ if _accel is None else _ForkLocalBase.__new__
+_get_stamp = _HOOK_OWNER.__dict__["_forklocal_stamp"].__get__
+_set_stamp = _HOOK_OWNER.__dict__["_forklocal_stamp"].__set__
+_get_args = _HOOK_OWNER.__dict__["_forklocal_args"].__get__
+_set_args = _HOOK_OWNER.__dict__["_forklocal_args"].__set__
+# Not object.__setattr__: CPython refuses it past a compiled base's own hook.
+_get_dict = _HOOK_OWNER.__dict__["__dict__"].__get__
+_set_dict = _HOOK_OWNER.__dict__["__dict__"].__set__
 
 
-def _check_subclass(cls: type, pickle: str | None) -> None:
+def _hook_refusal(cls: type, name: str) -> str:
+    return (
+        f"ForkLocal subclass {cls.__qualname__} cannot override {name}: attribute access "
+        "is where ForkLocal notices a fork, and a bypass would see the parent's values"
+    )
+
+
+def _check_subclass(cls: type, pickle: "str | None") -> None:
     if cls.__basicsize__ != ForkLocal.__basicsize__ or cls.__itemsize__:
         # Only the instance __dict__ is per process; slots would keep the parent's values.
         raise TypeError(f"ForkLocal subclass {cls.__qualname__} cannot add __slots__")
     for name in _ACCESS_HOOKS:
-        if name in cls.__dict__:
-            raise TypeError(
-                f"ForkLocal subclass {cls.__qualname__} cannot override {name}: attribute access "
-                "is where ForkLocal notices a fork, and a bypass would see the parent's values"
-            )
+        owner = next(klass for klass in cls.__mro__ if name in klass.__dict__)
+        if owner is not _HOOK_OWNER:
+            raise TypeError(_hook_refusal(cls, name))
     if pickle is not None:
         if pickle not in _PICKLE_MODES:
             raise ValueError(f'pickle must be "refuse" or "init", not {pickle!r}')
         type.__setattr__(cls, "_forklocal_pickle", pickle)
-    init = cls.__dict__.get("__init__")
-    if init is not None and not hasattr(init, "__forklocal_init__"):
+
+
+def _record_init_arguments(cls: type) -> None:
+    init = cls.__init__  # type: ignore[misc]
+    if init is not object.__init__ and not hasattr(init, "__forklocal_init__"):
         type.__setattr__(cls, "__init__", _recording_init(init))
 
 
 def _recording_init(init: "Callable[..., None]") -> "Callable[..., None]":
-    """Wrap a subclass's __init__ so the arguments of construction are kept for the rerun."""
+    """Wrap an __init__ so the arguments of construction are kept for the rerun."""
 
     def __init__(self: ForkLocal, /, *args: "Any", **kwargs: "Any") -> None:
         if type(self).__init__ is __init__:  # the outermost call (not a super().__init__ call)
@@ -543,13 +632,14 @@ def _make_current(self: ForkLocal) -> None:
             return  # renewed meanwhile, or this is its own __init__ touching it
         try:
             _renewing.add(key)
-            _inherited.append(_getattribute(self, "__dict__"))
-            _setattr(self, "__dict__", {})
-            if type(self).__init__ is not object.__init__:
+            _inherited.append(_get_dict(self))
+            _set_dict(self, {})
+            init = type(self).__init__
+            if init is not object.__init__:
                 args, kwargs = _get_args(self)
-                type(self).__init__(self, *args, **kwargs)
+                init(self, *args, **kwargs)
         except BaseException:
-            _setattr(self, "__dict__", {})  # nothing half-built survives; the next touch retries
+            _set_dict(self, {})  # nothing half-built survives; the next touch retries
             raise
         finally:
             _renewing.discard(key)
@@ -680,6 +770,13 @@ class Random(_Base):
         self.__dict__.update(extra)
 
 
+if _accel is not None:
+    # Method descriptors that check, then call the C methods they wrap: no Python frame per draw.
+    _compiled = _accel.random_methods(Random, _random.Random, Random.random, Random.getrandbits)
+    for _name, _method in zip(("random", "getrandbits"), _compiled, strict=True):
+        type.__setattr__(Random, _name, _method)
+
+
 def _random_random_getpid(self: Random) -> float:
     if _getpid() == pid_of_record and self._inherit_stamp is current_generation:
         return _c_random(self)
@@ -772,6 +869,8 @@ def _cached(user_function: "Any", maxsize: "int | None", typed: bool) -> "Any":
     import functools
 
     lru = functools.lru_cache(maxsize=maxsize, typed=typed)
+    if _accel is not None:
+        return _accelerated_cache(functools, lru, user_function, maxsize, typed)
     cached = lru(user_function)
     stamp = generation()
     getpid_backend = not kernel_wipes
@@ -808,13 +907,48 @@ def _cached(user_function: "Any", maxsize: "int | None", typed: bool) -> "Any":
     return wrapper
 
 
-_GETPID_VARIANTS: "tuple[tuple[Any, Any], ...]" = (
-    (generation, _generation_getpid),
-    (ForkLocal.__dict__["__getattribute__"], _forklocal_getattribute_getpid),
-    (ForkLocal.__dict__["__setattr__"], _forklocal_setattr_getpid),
-    (ForkLocal.__dict__["__delattr__"], _forklocal_delattr_getpid),
-    (Random.__dict__["random"], _random_random_getpid),
-    (Random.__dict__["getrandbits"], _random_getrandbits_getpid),
-    (Random.__dict__["getstate"], _random_getstate_getpid),
-    (Random.__dict__["gauss"], _random_gauss_getpid),
+def _accelerated_cache(
+    functools: "Any", lru: "Any", user_function: "Any", maxsize: "int | None", typed: bool
+) -> "Any":
+    """The same wrapper as _cached()'s, as a compiled object whose call checks the stamp."""
+
+    def renew(wrapper: "Any") -> None:
+        now = generation()
+        if wrapper._stamp is not now:
+            with _renew_lock:
+                if wrapper._stamp is not now:
+                    _inherited.append(wrapper._cached)
+                    wrapper._cached = lru(user_function)
+                    wrapper._stamp = now
+
+    wrapper = _accel.CachedFunction(lru(user_function), generation(), renew)
+
+    def current() -> "Any":
+        renew(wrapper)
+        return wrapper._cached
+
+    functools.update_wrapper(wrapper, user_function)
+    wrapper.cache_info = lambda: current().cache_info()
+    wrapper.cache_clear = lambda: current().cache_clear()
+    wrapper.cache_parameters = lambda: {"maxsize": maxsize, "typed": typed}
+    return wrapper
+
+
+# The Python hot paths and their getpid bodies (the compiled ones check either way).
+_GETPID_VARIANTS: "tuple[tuple[Any, Any], ...]" = tuple(
+    (function, variant)
+    for function, variant in (
+        (generation, _generation_getpid),
+        (ForkLocal.__dict__.get("__getattribute__"), _forklocal_getattribute_getpid),
+        (ForkLocal.__dict__.get("__setattr__"), _forklocal_setattr_getpid),
+        (ForkLocal.__dict__.get("__delattr__"), _forklocal_delattr_getpid),
+        (Random.__dict__["random"], _random_random_getpid),
+        (Random.__dict__["getrandbits"], _random_getrandbits_getpid),
+        (Random.__dict__["getstate"], _random_getstate_getpid),
+        (Random.__dict__["gauss"], _random_gauss_getpid),
+    )
+    if hasattr(function, "__code__")
 )
+
+if _accel is not None:
+    _accel.set_detector(_detect, _make_current)  # the slow paths the compiled checks call

@@ -42,6 +42,7 @@ STABLE_REPORT_KEYS = {
     "cache",
     "cache_dir",
     "accelerated",
+    "accelerator",
     "error",
 }
 STABLE_ROUTE_KEYS = {"route", "zeroed", "generation_moved", "parent_kept", "old_view_zeroed", "error", "ok"}

@@ -1,0 +1,84 @@
+"""multiprocessing Pool in the fork, forkserver and spawn contexts, and ProcessPoolExecutor.
+
+The parent (apps/driver.py) builds the probe's state, then runs 4 workers twice
+through the barrier. fork workers inherit the parent's state; forkserver
+workers inherit the forkserver's (it preloads the probe); spawn workers build
+their own. In every context the parent's ``inherit.Random``, passed to the
+task, arrives pickled and must start a fresh stream.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PostgresServer, RedisServer
+from harness import WORKERS, app_env, assert_clean, check_round, check_rounds, parents, run_driver
+
+CONTEXTS = ["fork", "forkserver", "spawn"]
+
+
+def _run(
+    kind: str,
+    context: str,
+    backend: str,
+    redis_server: RedisServer,
+    postgres_server: PostgresServer,
+    run_dir: Path,
+    tag: str,
+    figures: dict[str, Any],
+) -> None:
+    env = app_env(run_dir, backend=backend, tag=tag, redis_url=redis_server.url(), pg_dsn=postgres_server.dsn)
+    answer, stderr = run_driver(["mp", context, kind], env, run_dir)
+    records = parents(run_dir)
+    method = answer["method"]
+    first, second = answer["rounds"]
+    driver = answer["pid"]
+    inherited = method != "spawn"
+    figures.update(method=method)
+    figures.update(check_round(first, records, backend=backend, tag=tag, inherited=inherited))
+    check_rounds(first, second, inherited=inherited)
+    for r in first:
+        if method == "fork":
+            assert r["built_in"] == driver, "fork workers inherit the driver's state"
+        elif method == "forkserver":
+            assert r["built_in"] not in (driver, r["pid"]), (
+                "forkserver workers inherit the forkserver's state"
+            )
+    # The driver's Random, pickled to each task: a fresh stream in every worker, never the driver's.
+    arg_streams = {tuple(r["arg_draws"]) for r in first + second}
+    assert len(arg_streams) == 2 * WORKERS
+    assert tuple(answer["parent_next"]) not in arg_streams
+    figures["pickled_rng_streams"] = len(arg_streams)
+    assert_clean(stderr, f"the {kind} driver")
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_pool(
+    context: str,
+    backend: str,
+    redis_server: RedisServer,
+    postgres_server: PostgresServer,
+    run_dir: Path,
+    tag: str,
+    figures: dict[str, Any],
+) -> None:
+    _run("pool", context, backend, redis_server, postgres_server, run_dir, tag, figures)
+
+
+# "default": whatever this Python picks (fork up to 3.13 on Linux, forkserver from 3.14).
+@pytest.mark.parametrize("context", ["default", *CONTEXTS])
+def test_process_pool_executor(
+    context: str,
+    backend: str,
+    redis_server: RedisServer,
+    postgres_server: PostgresServer,
+    run_dir: Path,
+    tag: str,
+    figures: dict[str, Any],
+) -> None:
+    if context == "default":
+        figures["default_method"] = multiprocessing.get_start_method()
+    _run("executor", context, backend, redis_server, postgres_server, run_dir, tag, figures)

@@ -21,14 +21,19 @@ from harness import (
     parents,
     pids_gone,
     unavailable,
+    wait_until,
 )
 
 BROKER_DB, RESULT_DB = 1, 2
 
 
-def _round(client: Any, name: str) -> list[dict[str, Any]]:
+def _round(client: Any, worker: Process, name: str) -> list[dict[str, Any]]:
+    """Send ``WORKERS`` tasks at once; poll their results (a plain GET each, no subscription)."""
     results = [client.send_task("integ.report", args=[name]) for _ in range(WORKERS)]
-    return [r.get(timeout=90) for r in results]
+    wait_until(lambda: all(r.ready() for r in results), timeout=90, what="celery tasks", proc=worker)
+    failed = [r.traceback for r in results if not r.successful()]
+    assert not failed, f"tasks failed:\n{failed}"
+    return [dict(r.result) for r in results]
 
 
 def test_celery_prefork(
@@ -71,10 +76,10 @@ def test_celery_prefork(
     worker = Process(argv, log=run_dir / "celery.log", env=env, cwd=run_dir)
     client = Celery("integ-client", broker=broker, backend=results)
     try:
-        first = _round(client, "1")
+        first = _round(client, worker, "1")
         live_redis = redis_server.clients(tag)
         live_pg = postgres_server.sessions(tag)
-        second = _round(client, "2")
+        second = _round(client, worker, "2")
     finally:
         client.close()
         code = worker.stop(timeout=60)

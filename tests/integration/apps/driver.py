@@ -82,7 +82,13 @@ def run_fork() -> dict[str, Any]:
         timeout=60,
     )
     after = {"redis": probe.redis_identity(), "pg": probe.pg_identity()}
-    return {"children": children, "shared": shared, "before": before, "after": after}
+    return {
+        "children": children,
+        "per_route": FORK_CHILDREN,
+        "shared": shared,
+        "before": before,
+        "after": after,
+    }
 
 
 def main() -> None:

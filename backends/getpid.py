@@ -9,9 +9,11 @@ that gets its parent's PID (a new PID namespace).
 
 from __future__ import annotations
 
-import mmap
-
 from ._base import Backend, Verification
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
 
 
 class GetpidBackend(Backend):
@@ -24,9 +26,12 @@ class GetpidBackend(Backend):
     def mark_keep(self, mem: mmap.mmap) -> None:
         """Nothing to tell the kernel."""
 
-    def verify(self) -> Verification:
-        return Verification(
-            "none needed",
-            "compares os.getpid() on each check and wipes on the first access in a new "
-            "process; os.register_at_fork wipes eagerly in os.fork() children",
+    def verify(self) -> tuple[Verification, mmap.mmap | None]:
+        return (
+            Verification(
+                "none needed",
+                "compares os.getpid() on each check and wipes on the first access in a new "
+                "process; os.register_at_fork wipes eagerly in os.fork() children",
+            ),
+            None,
         )

@@ -35,7 +35,7 @@ import errno
 import os
 import sys
 
-from ._base import Backend, Verification, describe_oserror, page_size
+from ._base import PAGE_SIZE, Backend, Verification, describe_oserror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class MinheritBackend(Backend):
             library = os.environ.get(LIBRARY_ENV) or None
         self.system = system
         self.library = library
-        self._function: Any = None  # cffi function minherit(char *, size_t, int) -> int
+        self._function: Any = None  # cffi function int minherit(void *, size_t, int)
         self._lib: Any = None  # keeps a dlopen'ed library alive as long as its function
 
     # -- the call ------------------------------------------------------------
@@ -107,7 +107,7 @@ class MinheritBackend(Backend):
             except OSError as exc:
                 raise _Missing(f"cannot load {self.library}: {exc}") from None
         else:
-            from .._libc import libc
+            from ._ffi import libc
 
             lib = libc()
             if lib is None:
@@ -122,8 +122,8 @@ class MinheritBackend(Backend):
 
     def _call(self, mem: mmap.mmap, value: int, what: str) -> None:
         """minherit() over all of ``mem``; OSError with the C errno on failure."""
-        from .._libc import pointer_to
         from .._native import ffi
+        from ._ffi import pointer_to
 
         try:
             function = self._minherit()
@@ -170,7 +170,7 @@ class MinheritBackend(Backend):
             return "refused by a security policy"
         return None
 
-    def verify(self) -> Verification:
+    def verify(self) -> tuple[Verification, mmap.mmap | None]:
         if self.system not in ZERO:
             raise self.unavailable(self._no_value_reason())
         try:
@@ -178,24 +178,26 @@ class MinheritBackend(Backend):
         except _Missing as exc:
             raise self.unavailable(str(exc)) from None
         name, value, _ = ZERO[self.system]
-        mem = self.allocate(page_size())
+        page = self.allocate(PAGE_SIZE)
         try:
             try:
-                self.mark_zero(mem)
+                self.mark_zero(page)
             except OSError as exc:
                 message = describe_oserror(f"minherit({name}={value})", exc)
                 hint = self._hint(exc.errno or 0)
                 raise self.unavailable(f"{message}: {hint}" if hint else message) from None
             try:  # keep_on_fork() must work too, or regions could not be handed back
-                self.mark_keep(mem)
+                self.mark_keep(page)
+                self.mark_zero(page)
             except OSError as exc:
                 raise self.unavailable(describe_oserror(f"minherit(COPY={MAP_INHERIT_COPY})", exc)) from None
-        finally:
-            mem.close()
-        from ._probe import fork_probe  # needs subprocess: loaded only here
+            from ._probe import fork_probe  # needs subprocess: loaded only here
 
-        ok, verification = fork_probe(self.name)
-        if not ok:
-            raise self.unavailable(verification.detail)
-        verification.detail = f"minherit({name}={value}) on {self.system}: {verification.detail}"
-        return verification
+            ok, verification = fork_probe(self.name)
+            if not ok:
+                raise self.unavailable(verification.detail)
+            verification.detail = f"minherit({name}={value}) on {self.system}: {verification.detail}"
+            return verification, page
+        except BaseException:
+            page.close()
+            raise

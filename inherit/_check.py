@@ -8,7 +8,7 @@ reports what it reads. Nothing here is mocked: a leak shows as ``no``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 _SMALL = 64
@@ -22,7 +22,12 @@ def _pattern(size: int) -> bytes:
 
 @dataclass(frozen=True)
 class RouteResult:
-    """What a child made by one route saw. ``None`` means the child gave no answer."""
+    """What a child made by one route saw. ``None`` means the child gave no answer.
+
+    ``kernel_wipes`` says whether the backend relies on the kernel: then a
+    view taken before the fork must read zeros too, and one that does not is
+    a leak rather than the getpid backend's documented blind spot.
+    """
 
     route: str
     zeroed: bool | None = None
@@ -30,11 +35,33 @@ class RouteResult:
     parent_kept: bool | None = None
     old_view_zeroed: bool | None = None
     error: str | None = None
+    kernel_wipes: bool = False
+
+    @property
+    def view_leaked(self) -> bool:
+        """An old view showed the parent's bytes although the kernel should have wiped them."""
+        return self.kernel_wipes and self.old_view_zeroed is False
 
     @property
     def ok(self) -> bool:
-        """Zeroed, a new generation, the parent's bytes intact, and no error."""
-        return self.error is None and bool(self.zeroed and self.generation_moved and self.parent_kept)
+        """Zeroed, a new generation, the parent's bytes intact, no error, and no leak through a view."""
+        return (
+            self.error is None
+            and bool(self.zeroed and self.generation_moved and self.parent_kept)
+            and not self.view_leaked
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable keys of one row of ``check --json``."""
+        return {
+            "route": self.route,
+            "zeroed": self.zeroed,
+            "generation_moved": self.generation_moved,
+            "parent_kept": self.parent_kept,
+            "old_view_zeroed": self.old_view_zeroed,
+            "error": self.error,
+            "ok": self.ok,
+        }
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,7 @@ class CheckReport:
     kernel_wipes: bool | None
     routes: list[RouteResult] = field(default_factory=list)
     error: str | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # route -> why it cannot run here
 
     @property
     def ok(self) -> bool:
@@ -55,7 +83,7 @@ class CheckReport:
             "kernel_wipes": self.kernel_wipes,
             "ok": self.ok,
             "error": self.error,
-            "routes": [{**asdict(r), "ok": r.ok} for r in self.routes],
+            "routes": [r.as_dict() for r in self.routes],
         }
 
 
@@ -69,26 +97,30 @@ def _in_child(regions: list[Any], views: list[memoryview], parent_generation: in
     return zeroed, moved, old_view_zeroed
 
 
-def check_route(route: str, timeout: float = 30.0) -> RouteResult:
-    """Fill regions, fork by ``route``, and report what the child saw."""
-    import inherit
-    from inherit.testing import ChildFailed, run_in_child
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
 
-    regions = [inherit.zero_on_fork(_SMALL), inherit.zero_on_fork(_LARGE)]
+
+def check_route(route: str, timeout: float = 30.0, kernel_wipes: bool = False) -> RouteResult:
+    """Fill regions, fork by ``route``, and report what the child saw; never raises an Exception."""
+    import inherit
+    from inherit.testing import run_in_child
+
+    regions: list[Any] = []
     views: list[memoryview] = []
     try:
-        for region in regions:
-            region[:] = _pattern(len(region))
+        for size in (_SMALL, _LARGE):
+            regions.append(inherit.zero_on_fork(size))
+            regions[-1][:] = _pattern(size)
         views = [r.view() for r in regions]
         before = inherit.generation()
-        try:
-            zeroed, moved, view_zeroed = run_in_child(
-                _in_child, regions, views, before, route=route, timeout=timeout
-            )
-        except (ChildFailed, TimeoutError, OSError, ValueError) as exc:
-            return RouteResult(route, error=f"{type(exc).__name__}: {exc}".strip())
+        zeroed, moved, view_zeroed = run_in_child(
+            _in_child, regions, views, before, route=route, timeout=timeout
+        )
         kept = all(bytes(r) == _pattern(len(r)) for r in regions) and inherit.generation() == before
-        return RouteResult(route, zeroed, moved, kept, view_zeroed)
+        return RouteResult(route, zeroed, moved, kept, view_zeroed, kernel_wipes=kernel_wipes)
+    except Exception as exc:  # any failure of one route is that route's result; the others still run
+        return RouteResult(route, error=_describe(exc), kernel_wipes=kernel_wipes)
     finally:
         for view in views:
             view.release()
@@ -99,17 +131,27 @@ def check_route(route: str, timeout: float = 30.0) -> RouteResult:
 def run_check(routes: list[str] | None = None, timeout: float = 30.0) -> CheckReport:
     """Check every route in ``routes`` (default: all available here)."""
     import inherit
-    from inherit.testing import available_routes
+    from inherit import testing
 
     try:
         name = inherit.backend()
-        from ._select import current
-
-        kernel_wipes = current().backend.kernel_wipes
+        kernel_wipes = bool(inherit.diagnostics()["kernel_wipes"])
     except Exception as exc:  # an invalid or unavailable INHERIT_BACKEND, say
         return CheckReport(None, None, error=str(exc) or type(exc).__name__)
-    chosen = available_routes() if routes is None else routes
-    return CheckReport(name, kernel_wipes, [check_route(route, timeout) for route in chosen])
+    try:
+        offered = testing.available_routes()
+        unavailable = (
+            {}
+            if routes is not None
+            else {
+                r: testing._unavailable(r) or "not offered here" for r in testing.ROUTES if r not in offered
+            }
+        )
+    except Exception as exc:
+        return CheckReport(name, kernel_wipes, error=f"cannot list the fork routes: {_describe(exc)}")
+    chosen = offered if routes is None else routes
+    results = [check_route(route, timeout, kernel_wipes) for route in chosen]
+    return CheckReport(name, kernel_wipes, results, unavailable=unavailable)
 
 
 def _yes(value: bool | None) -> str:
@@ -137,11 +179,22 @@ def format_table(report: CheckReport) -> str:
     for r in report.routes:
         if r.error is not None:
             lines.append(f"{r.route}: {r.error}")
+    for route, why in report.unavailable.items():
+        lines.append(f"{route}: not available here ({why})")
     if report.ok:
         lines.append("ok: every child read zeros through the Region API and saw a new generation")
-    else:
+    elif not all(
+        r.error is None and r.zeroed and r.generation_moved and r.parent_kept for r in report.routes
+    ):
         lines.append("FAILED: a child read the parent's bytes, missed the fork, or gave no answer")
-    if any(r.old_view_zeroed is False for r in report.routes):
+    if any(r.view_leaked for r in report.routes):
+        lines.append(
+            f"FAILED: 'old view zeroed: no' is a leak under the {report.backend} backend. The kernel is\n"
+            "meant to wipe this memory at the fork, so a child must read zeros even through a memoryview\n"
+            "(or a C pointer) taken before it, and one read the parent's bytes: the kernel accepted the\n"
+            "mark but did not wipe. Suspect an emulator or a sandbox (see the backends page)."
+        )
+    elif any(r.old_view_zeroed is False for r in report.routes):
         lines.append(
             "note: 'old view zeroed' is informational. A memoryview taken before the fork showed the\n"
             "parent's bytes in a child whose route skips Python's at-fork hooks; the getpid backend\n"

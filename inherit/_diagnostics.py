@@ -35,6 +35,7 @@ KEYS = (
     "verification_detail",
     "cache",
     "cache_dir",
+    "accelerated",
     "error",
 )
 
@@ -56,11 +57,12 @@ def _describe_error(exc: Exception) -> str:
 
 def report() -> dict[str, Any]:
     """What was chosen and why, as JSON-ready data; never raises for a bad backend."""
-    from . import _select
+    from . import _runtime
     from ._errors import BackendUnavailable
+    from .backends import candidates as backend_candidates
 
-    candidates = _select.candidates()
-    requested = os.environ.get(_select.ENV_VAR, "").strip() or None
+    candidates = backend_candidates()
+    requested = os.environ.get(_runtime.ENV_VAR, "").strip() or None
     data: dict[str, Any] = dict.fromkeys(KEYS)
     data.update(
         inherit=__version__,
@@ -77,9 +79,10 @@ def report() -> dict[str, Any]:
         refused={},
         verdicts=[],
         cache_dir=_cache_dir(),
+        accelerated=False,
     )
     try:
-        selection = _select.current()
+        selection = _runtime.selection()
     except Exception as exc:  # the report must always print, whatever went wrong
         data["error"] = _describe_error(exc)
         if isinstance(exc, BackendUnavailable):
@@ -94,7 +97,7 @@ def report() -> dict[str, Any]:
     if selection.requested is not None:
         verdicts.append(_verdict(name, "chosen", selection.reason))
         verdicts += [
-            _verdict(other, "not tried", f"{_select.ENV_VAR} requests {name}")
+            _verdict(other, "not tried", f"{_runtime.ENV_VAR} requests {name}")
             for other in candidates
             if other != name
         ]

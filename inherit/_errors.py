@@ -1,4 +1,4 @@
-from __future__ import annotations
+"""Exceptions shared by the runtime and the backends (a leaf module: it imports nothing)."""
 
 
 class BackendUnavailable(RuntimeError):

@@ -6,8 +6,9 @@ Installed with the package and loaded by pytest automatically:
   :func:`inherit.testing.run_in_child`: it runs ``func`` in a forked child and
   returns its result, or re-raises its exception.
 - ``fork_route`` is parametrized over every route available here, so one test
-  covers ``os.fork``, multiprocessing, ``fork()`` from C and the raw syscalls.
-  Parametrize ``fork_route`` yourself to pick routes.
+  covers ``os.fork``, multiprocessing, ``fork()`` from C and, on Linux, the raw
+  syscalls (:func:`inherit.testing.available_routes` says which exist). Parametrize
+  ``fork_route`` yourself to pick routes.
 """
 
 from __future__ import annotations

@@ -14,13 +14,27 @@ route                  made by                     hooks that run in the child
 ``syscall.clone``      raw ``clone(SIGCHLD)``      none
 =====================  ==========================  ========================================
 
-The raw syscall routes exist on Linux only (``syscall.fork`` not on arm64 and
-riscv64, which have no ``fork`` syscall); :func:`available_routes` says what
+A route is offered only where it exists: ``libc.fork`` where the C library
+exports ``fork()``, the raw syscall routes on Linux only, where the C library
+exports ``syscall()`` and the numbers are known (``syscall.fork`` not on arm64
+and riscv64, which have no ``fork`` syscall). :func:`available_routes` says what
 this machine offers.
+
+Each child leads a process group of its own. The parent watches the child
+itself, not only the pipe: a child that exits without answering is reported at
+once, even if a grandchild still holds the pipe. Whatever is left in the
+child's group when the call ends (grandchildren that did not leave it with
+``setsid``/``setpgid``) is killed with SIGKILL before the child is reaped.
+
+Test-only switch: ``_INHERIT_TEST_LIBC`` names a shared library to load in
+place of the process's C library for the ``libc.fork`` and syscall routes (a
+library without ``syscall()`` simulates OpenBSD's libc). It is read once, at
+the first use of those routes, and is not meant for anything but tests.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import platform
@@ -43,6 +57,9 @@ T = TypeVar("T")
 #: Every route :func:`run_in_child` knows, whether or not this machine has it.
 ROUTES = ("os.fork", "multiprocessing", "libc.fork", "syscall.fork", "syscall.clone")
 
+#: Test-only: load this shared library instead of the process's C library.
+LIBC_ENV = "_INHERIT_TEST_LIBC"
+
 # Linux syscall numbers for fork and clone (None: no fork syscall on that arch).
 # Only for 64-bit pointers on 64-bit names: a 32-bit Python on a 64-bit kernel
 # uses the other table, and a wrong number would call some other syscall.
@@ -60,6 +77,14 @@ _SYSCALLS: dict[str, tuple[int | None, int]] = {
 }
 _SYSCALLS_32 = frozenset({"i386", "i686", "armv7l"})
 _HEADER = struct.Struct("!Q")
+
+# How the parent sees the child exit without reaping it (so its process group id
+# cannot be reused before the group is killed). Tests turn these off to exercise
+# the fallbacks; with neither, the child is reaped to see it exit and its group is
+# then left alone.
+_use_pidfd = hasattr(os, "pidfd_open")
+_use_waitid = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+_POLL_LIMIT = 0.05  # longest sleep between looks at a child's state when no pidfd wakes us
 
 
 class ChildFailed(RuntimeError):
@@ -96,6 +121,33 @@ class RemoteTraceback(Exception):
         return f"\n\n--- traceback in the child ---\n{self.text}"
 
 
+# -- which routes exist here -------------------------------------------------------------------------
+
+_lib: Any = None
+_lib_error: str | None = None
+
+
+def _libc() -> Any:
+    """The C library the libc and syscall routes call, or None if it cannot be loaded."""
+    global _lib, _lib_error
+    if _lib is None and _lib_error is None:
+        import ctypes
+
+        name = os.environ.get(LIBC_ENV) or None
+        try:
+            # PyDLL keeps the GIL across the call, so the child starts with it held.
+            lib = ctypes.PyDLL(name, use_errno=True)
+        except OSError as exc:
+            _lib_error = f"the C library cannot be loaded ({exc})"
+            return None
+        if hasattr(lib, "fork"):  # attribute access is a dlsym(): touch only what exists
+            lib.fork.restype = ctypes.c_int
+        if hasattr(lib, "syscall"):
+            lib.syscall.restype = ctypes.c_long
+        _lib = lib
+    return _lib
+
+
 def _syscall_numbers() -> tuple[int | None, int] | None:
     if not sys.platform.startswith("linux"):
         return None
@@ -108,39 +160,42 @@ def _syscall_numbers() -> tuple[int | None, int] | None:
     return numbers
 
 
+def _unavailable(route: str) -> str | None:
+    """Why ``route`` cannot run here, or None if it can."""
+    if not hasattr(os, "fork"):
+        return "this platform has no fork()"
+    if route in ("os.fork", "multiprocessing"):
+        return None
+    if route.startswith("syscall."):  # decide before loading anything
+        if not sys.platform.startswith("linux"):
+            return "raw fork/clone system calls are used on Linux only"
+        numbers = _syscall_numbers()
+        if numbers is None:
+            bits = 64 if sys.maxsize > 2**32 else 32
+            return f"no known syscall numbers for {platform.machine()} with a {bits}-bit Python"
+        if route == "syscall.fork" and numbers[0] is None:
+            return f"{platform.machine()} has no fork system call"
+    lib = _libc()
+    if lib is None:
+        return _lib_error
+    symbol = "fork" if route == "libc.fork" else "syscall"
+    if not hasattr(lib, symbol):
+        return f"the C library exports no {symbol}()"
+    return None
+
+
 def available_routes() -> list[str]:
     """The routes this platform supports, in the order of :data:`ROUTES`."""
-    if not hasattr(os, "fork"):
-        return []
-    routes = ["os.fork", "multiprocessing", "libc.fork"]
-    numbers = _syscall_numbers()
-    if numbers is not None:
-        if numbers[0] is not None:
-            routes.append("syscall.fork")
-        routes.append("syscall.clone")
-    return routes
-
-
-_lib: Any = None
-
-
-def _libc() -> Any:
-    global _lib
-    if _lib is None:
-        import ctypes
-
-        # PyDLL keeps the GIL across the call, so the child starts with it held.
-        lib = ctypes.PyDLL(None, use_errno=True)
-        lib.syscall.restype = ctypes.c_long
-        lib.fork.restype = ctypes.c_int
-        _lib = lib
-    return _lib
+    return [route for route in ROUTES if _unavailable(route) is None]
 
 
 def _raw_fork(route: str) -> int:
     """Fork by ``route`` (not multiprocessing); return the pid like fork() does."""
     if route == "os.fork":
         return os.fork()
+    problem = _unavailable(route)
+    if problem is not None:
+        raise ValueError(f"route {route!r} is not available here: {problem}")
     import ctypes
 
     lib = _libc()
@@ -148,7 +203,7 @@ def _raw_fork(route: str) -> int:
         pid = int(lib.fork())
     else:
         numbers = _syscall_numbers()
-        assert numbers is not None  # run_in_child checked available_routes()
+        assert numbers is not None  # _unavailable() checked
         fork_nr, clone_nr = numbers
         if route == "syscall.fork":
             pid = int(lib.syscall(ctypes.c_long(fork_nr or 0)))
@@ -161,6 +216,9 @@ def _raw_fork(route: str) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"{route} failed: {os.strerror(err)}")
     return pid
+
+
+# -- the child's side ----------------------------------------------------------------------------------
 
 
 def _flush_std_streams() -> None:
@@ -200,6 +258,10 @@ def _child_main(
     code = 0
     me = os.getpid()
     try:
+        try:
+            os.setpgid(0, 0)  # a group of its own, so what it leaves behind can be found and killed
+        except OSError:
+            pass
         payload = _encode(func, args, kwargs)
         if os.getpid() != me:  # a grandchild that ``func`` forked came back here: only the child answers
             return
@@ -214,62 +276,169 @@ def _child_main(
         os._exit(code)
 
 
-def _read_answer(read_fd: int, deadline: float, route: str) -> bytes | None:
-    """The child's pickled answer; None if it closed the pipe without one."""
-    chunks = bytearray()
-    need: int | None = None
-    while need is None or len(chunks) < need + _HEADER.size:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"the child ({route}) did not answer in time")
-        ready, _, _ = select.select([read_fd], [], [], remaining)
-        if not ready:
-            continue
-        data = os.read(read_fd, 65536)
-        if not data:
-            return None
-        chunks += data
-        if need is None and len(chunks) >= _HEADER.size:
-            (need,) = _HEADER.unpack_from(chunks)
-    return bytes(chunks[_HEADER.size : _HEADER.size + need])
+# -- the parent's side ---------------------------------------------------------------------------------
+
+
+def _ready(fds: list[int], timeout: float) -> set[int]:
+    """The descriptors among ``fds`` that are readable (or hung up) within ``timeout`` seconds."""
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        return {fd for fd, _ in poller.poll(math.ceil(max(timeout, 0.0) * 1000))}
+    readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+    return set(readable)
 
 
 class _Child:
-    """A child made by some route: wait for it, or kill it. Always reaped exactly once."""
+    """A child made by some route: watch it, wait for it, or kill it and its group. Reaped once."""
 
     def __init__(self, pid: int, process: BaseProcess | None) -> None:
         self.pid = pid
         self.process = process  # multiprocessing reaps its own children
-
-    def wait(self, deadline: float) -> int:
-        """Exit code, multiprocessing-style (-N for signal N); kill at the deadline."""
-        if self.process is not None:
-            self.process.join(max(0.0, deadline - time.monotonic()))
-            if self.process.exitcode is None:
-                self.kill()
-            assert self.process.exitcode is not None
-            return self.process.exitcode
-        delay = 0.0005
-        while True:
-            done, status = os.waitpid(self.pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status)
-            if time.monotonic() > deadline:
-                return self.kill()
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-    def kill(self) -> int:
-        if self.process is not None:
-            self.process.kill()
-            self.process.join()
-            assert self.process.exitcode is not None
-            return self.process.exitcode
+        self.reaped = False
+        self.exitcode: int | None = None  # multiprocessing-style, once reaped; None if unknown
+        self.pidfd: int | None = None
         try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # exited meanwhile; still ours to reap
-        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            os.setpgid(pid, pid)  # the child does the same; whichever runs first wins the race
+        except OSError:
+            pass  # it did already, or has exited (then it left no group behind)
+        if _use_pidfd:
+            try:
+                self.pidfd = os.pidfd_open(pid)
+            except OSError:  # an older kernel, or a sandbox that refuses it
+                pass
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def exited(self) -> bool:
+        """Whether the child has exited; it stays unreaped where the platform can tell that way."""
+        if self.reaped:
+            return True
+        if self.pidfd is not None:
+            return bool(_ready([self.pidfd], 0))
+        if _use_waitid:
+            try:
+                return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:
+                return True  # collected elsewhere (a SIGCHLD handler, say)
+            except OSError:
+                pass
+        self._reap(block=False)
+        return self.reaped
+
+    def _reap(self, block: bool) -> None:
+        if self.reaped:
+            return
+        if self.process is not None:
+            if block:
+                self.process.join()
+            if self.process.exitcode is not None:
+                self.reaped, self.exitcode = True, self.process.exitcode
+            return
+        try:
+            done, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # collected elsewhere: the status is lost
+            self.reaped = True
+            return
+        if done:
+            self.reaped, self.exitcode = True, os.waitstatus_to_exitcode(status)
+
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left in the child's process group.
+
+        Only while the child is unreaped: its pid, and so the group id, cannot
+        belong to anyone else then. The test process is never in that group.
+        """
+        if self.reaped:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:  # no such group (the child never made it), or nothing we may signal
+            pass
+
+    def finish(self, deadline: float) -> int | None:
+        """Wait for the child (killing it at the deadline), kill its leftovers, reap it."""
+        try:
+            delay = 0.0005
+            while not self.exited():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return self.kill()
+                if self.pidfd is not None:
+                    _ready([self.pidfd], remaining)
+                else:
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, _POLL_LIMIT)
+            self._kill_group()
+            self._reap(block=True)
+            return self.exitcode
+        except BaseException:
+            self.kill()
+            raise
+
+    def kill(self) -> int | None:
+        """SIGKILL the child and its group now, and reap it."""
+        self._kill_group()
+        if not self.reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass  # exited meanwhile; still ours to reap
+        self._reap(block=True)
+        return self.exitcode
+
+
+def _read_answer(read_fd: int, child: _Child, deadline: float, route: str) -> bytes | None:
+    """The child's pickled answer; None if it exited or closed the pipe without one."""
+    answer = _Answer()
+    delay = 0.0005
+    while not answer.complete():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"the child ({route}) did not answer in time")
+        if child.pidfd is not None:
+            ready = _ready([read_fd, child.pidfd], remaining)
+        else:  # nothing wakes us when the child exits: look again soon
+            ready = _ready([read_fd], min(delay, remaining))
+            delay = min(delay * 2, _POLL_LIMIT)
+        if read_fd in ready:
+            if not answer.read(read_fd):
+                return None  # end of file: every holder of the write end is gone
+            delay = 0.0005
+        elif child.exited():
+            # All the child wrote is in the pipe now; a grandchild may hold the write end open.
+            while not answer.complete() and _ready([read_fd], 0) and answer.read(read_fd):
+                pass
+            break
+    return answer.payload()
+
+
+class _Answer:
+    """A length-prefixed payload arriving in pieces."""
+
+    def __init__(self) -> None:
+        self.chunks = bytearray()
+        self.need: int | None = None
+
+    def read(self, fd: int) -> bool:
+        """Append what ``fd`` has; False at end of file."""
+        data = os.read(fd, 65536)
+        self.chunks += data
+        if self.need is None and len(self.chunks) >= _HEADER.size:
+            (self.need,) = _HEADER.unpack_from(self.chunks)
+        return bool(data)
+
+    def complete(self) -> bool:
+        return self.need is not None and len(self.chunks) >= _HEADER.size + self.need
+
+    def payload(self) -> bytes | None:
+        if self.need is None or not self.complete():
+            return None
+        return bytes(self.chunks[_HEADER.size : _HEADER.size + self.need])
 
 
 def run_in_child(
@@ -286,18 +455,21 @@ def run_in_child(
     :class:`RemoteTraceback` holding the child's traceback as its
     ``__cause__``. :class:`ChildFailed` is raised when the child exits
     (``os._exit``, ``sys.exit``) or dies without answering, or its exception or
-    result cannot be pickled. A child still running after ``timeout`` seconds
-    is killed and reaped, and ``TimeoutError`` is raised.
+    result cannot be pickled; a child's exit is seen at once, even when a
+    grandchild holds the pipe open. A child still running after ``timeout``
+    seconds is killed and reaped, and ``TimeoutError`` is raised. Either way,
+    what is left in the child's process group is killed before this returns.
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
     if route not in available_routes():
-        raise ValueError(f"route {route!r} is not available on {sys.platform}/{platform.machine()}")
+        why = _unavailable(route) or "not offered here"
+        raise ValueError(f"route {route!r} is not available on {sys.platform}/{platform.machine()}: {why}")
     if not timeout > 0:
         raise ValueError("timeout must be positive")
-    read_fd, write_fd = os.pipe()
     deadline = time.monotonic() + timeout
     child: _Child | None = None
+    read_fd, write_fd = os.pipe()
     try:
         _flush_std_streams()
         if route == "multiprocessing":
@@ -318,15 +490,17 @@ def run_in_child(
         os.close(write_fd)
         write_fd = -1
         try:
-            answer = _read_answer(read_fd, deadline, route)
+            answer = _read_answer(read_fd, child, deadline, route)
         except BaseException:  # TimeoutError, KeyboardInterrupt: never leave the child behind
             child.kill()
             raise
-        exitcode = child.wait(deadline + 5)
+        exitcode = child.finish(deadline + 5)
     finally:
         os.close(read_fd)
         if write_fd != -1:
             os.close(write_fd)
+        if child is not None:
+            child.close()
     if answer is None:
         raise ChildFailed(
             f"the child ({route}) {_describe(exitcode)} without answering", route=route, exitcode=exitcode
@@ -356,7 +530,9 @@ def run_in_child(
     )
 
 
-def _describe(exitcode: int) -> str:
+def _describe(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "exited (its status was collected elsewhere)"
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name

@@ -1,8 +1,13 @@
-"""Helpers for tests: run Python in a fresh process, build test-only C libraries."""
+"""Helpers for tests: run Python in a fresh process, run fault cases there, build test-only C code.
+
+``run_python`` is the one way tests start an interpreter; ``run_case`` builds on it
+for scripts that report one JSON ``RESULT`` line.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +82,89 @@ def build_shared_library(source: str, name: str, extra_flags: list[str] | None =
 def build_program(source: str, name: str) -> Path:
     """Compile a small C program (cached by content); skip without a compiler."""
     return _build(source, name, "", ["-O1", "-lc"])
+
+
+# -- one subprocess case runner, shared by the selection, fault and confinement suites ----------------
+
+#: Fault-shim modes for madvise that must each end in the getpid fallback, with a fragment of the reason.
+REFUSALS = {
+    "EPERM": "EPERM",
+    "EINVAL": "EINVAL",
+    "ENOSYS": "ENOSYS",
+    "ENOMEM": "ENOMEM",
+    "IGNORE": "smaps",  # accepts anything, even nonsense advice (old qemu-user): smaps shows no 'wf'
+    "IGNORE_WIPE": "smaps",  # accepts WIPEONFORK but nothing happens
+}
+
+# Common to every case script: fill regions, fork by several routes, count the
+# non-zero bytes each child reads through the API.
+CASE_PRELUDE = r"""
+import errno, json, os, sys
+import inherit
+from inherit.testing import available_routes, run_in_child
+
+out = {}
+ROUTES = [r for r in ("os.fork", "libc.fork", "syscall.fork", "syscall.clone") if r in available_routes()]
+
+def describe(exc):
+    return {"type": type(exc).__name__, "errno": getattr(exc, "errno", None), "message": str(exc)}
+
+def filled(n, secret=False, byte=0xA5):
+    r = inherit.zero_on_fork(n, secret=secret)
+    r[:] = bytes([byte]) * n
+    return r
+
+def children(regions, routes=ROUTES):
+    # stale = non-zero bytes a child reads in regions its parent filled
+    gen = inherit.generation()
+    def child():
+        return sum(len(r) - bytes(r).count(0) for r in regions), inherit.generation() != gen
+    result = {}
+    for route in routes:
+        try:
+            stale, moved = run_in_child(child, route=route, timeout=30)
+            result[route] = {"stale": stale, "gen_moved": moved}
+        except Exception as exc:
+            result[route] = {"error": describe(exc)}
+    return result
+
+def intact(regions, byte=0xA5):
+    return all(bytes(r) == bytes([byte]) * len(r) for r in regions)
+
+def selection():
+    d = inherit.diagnostics()
+    keys = ("backend", "reason", "verification", "verification_detail", "cache", "error", "refused")
+    return {k: d.get(k) for k in keys}
+"""
+
+
+def case_result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The ``out`` dict a case script printed on its ``RESULT`` line; fails on a crash."""
+    assert proc.returncode == 0, f"the process died ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no result:\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+def run_case(body: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> dict[str, Any]:
+    """Run CASE_PRELUDE + ``body`` in a fresh interpreter and return its ``out`` dict.
+
+    INHERIT_BACKEND is unset unless ``env`` sets it: selection itself is usually under test.
+    """
+    full_env = {"INHERIT_BACKEND": "", **(env or {})}
+    return case_result(run_python(case_script(body), env=full_env, timeout=timeout))
+
+
+def case_script(body: str) -> str:
+    return CASE_PRELUDE + textwrap.dedent(body) + '\nprint("RESULT " + json.dumps(out))\n'
+
+
+def assert_children_clean(kids: dict[str, Any]) -> int:
+    """Every child answered, read zeros and saw a new generation; return how many forked."""
+    assert kids, "no child was forked"
+    for route, outcome in kids.items():
+        assert "error" not in outcome, f"{route}: {outcome}"
+        assert outcome["stale"] == 0, f"{route}: a child read {outcome['stale']} stale bytes"
+        assert outcome["gen_moved"], f"{route}: generation() did not move in the child"
+    return len(kids)

@@ -149,17 +149,16 @@ def _threads_race_to_detect(count: int) -> list[int]:
 
 @needs_fork
 def test_threads_in_child_agree_on_one_new_value(fork_route: str) -> None:
-    """Threads that notice the same fork at once see one value, and the counter moves once.
+    """Threads that notice the same fork at once see one value: the fork is settled once.
 
-    The library increments the generation by one per new process; a value of parent + 2 or
-    more here means two threads both took the slow path and counted the fork twice.
+    Each new process draws a fresh value, so two threads that both settled the fork
+    would have seen two different values.
     """
     parent = inherit.generation()
     seen = run_in_child(_threads_race_to_detect, 8, route=fork_route)
     assert len(seen) == 9
     assert set(seen) == {seen[0]}, f"threads disagree after a fork: {sorted(set(seen))}"
     assert seen[0] != parent
-    assert seen[0] == parent + 1, "the fork was counted more than once"
 
 
 class _ForkPause:

@@ -22,9 +22,9 @@ def test_fork_while_another_thread_chooses_the_backend(route: str) -> None:
     code = f"""
     import json, threading, time
     import inherit
-    from inherit import _select
+    from inherit import backends
     from inherit.testing import run_in_child
-    real_make = _select.make
+    real_make = backends.make
     def slow_make(name):
         backend = real_make(name)
         verify = backend.verify
@@ -33,7 +33,7 @@ def test_fork_while_another_thread_chooses_the_backend(route: str) -> None:
             return verify()
         backend.verify = slow_verify
         return backend
-    _select.make = slow_make
+    backends.make = slow_make
     t = threading.Thread(target=inherit.generation)
     t.start()
     time.sleep(0.1)  # the thread now holds the selection lock
@@ -74,18 +74,6 @@ def test_finalizer_touching_the_library_during_detection(route: str) -> None:
     assert out.returncode == 0, out.stderr
     parent, child = json.loads(out.stdout)
     assert parent != child
-
-
-def test_slices_of_a_views_obj_pin_the_region() -> None:
-    region = inherit.zero_on_fork(16)
-    view = region.view()
-    piece = view.obj[:]
-    view.release()
-    with pytest.raises(BufferError):
-        region.close()
-    piece.release()
-    region.close()
-    assert region.closed
 
 
 def test_forklocal_subclass_with_slots_is_refused() -> None:

@@ -493,7 +493,7 @@ def test_verdict_is_cached(bsd_env: Callable[..., dict[str, str]], tmp_path: Pat
     assert "zeros" in first["detail"]
     (tmp_path / "minherit.log").unlink()
     second = run_as("freebsd14", body, env)
-    assert second["verification"] == "fork probe (cached)"
+    assert second["verification"].startswith("fork probe (cached")
     assert second["cache"] == first["cache"]
     assert {pid for pid, _ in log_lines(tmp_path)} == {second["pid"]}, "no probe helper ran"
 

@@ -1,7 +1,7 @@
 """Import and the getpid fallback on platforms this machine is not: macOS, DragonFly, Windows.
 
 Each case runs in a fresh interpreter that sets ``sys.platform`` before importing
-``inherit``, so the library's one dispatch point (``inherit._select``) and every
+``inherit``, so the library's one dispatch point (the table in ``inherit.backends``) and every
 platform check see that platform. The kernel underneath is still this one: forks
 are real forks, and ``generation()``/regions behave as the getpid backend makes
 them behave on a real Mac.
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from inherit import _select
+from inherit import backends
 from support import run_python
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the simulations fork")
@@ -59,12 +59,12 @@ def run_as(
     ],
 )
 def test_candidates_per_platform(platform: str, expected: list[str]) -> None:
-    assert _select.candidates(platform) == expected
+    assert backends.candidates(platform) == expected
 
 
 def test_candidates_default_to_this_platform() -> None:
-    assert _select.candidates() == _select.candidates(sys.platform)
-    assert _select.candidates()[-1] == "getpid"
+    assert backends.candidates() == backends.candidates(sys.platform)
+    assert backends.candidates()[-1] == "getpid"
 
 
 # -- import hygiene ------------------------------------------------------------------------------
@@ -86,8 +86,8 @@ import inherit
 import inherit.backends
 loaded = sorted(set(sys.modules) - before)
 import json
-from inherit import _select
-print(json.dumps({"loaded": loaded, "forks": forks, "selected": _select._current is not None}))
+from inherit import _runtime
+print(json.dumps({"loaded": loaded, "forks": forks, "selected": _runtime._selection is not None}))
 """
 
 
@@ -211,9 +211,10 @@ os.name = "nt"
 
 WINDOWS_BODY = """
 import json, inherit
-from inherit import _libc, _select
+from inherit import backends
+from inherit.backends._ffi import libc
 from inherit.backends.minherit import MinheritBackend
-results = {"candidates": _select.candidates("win32"), "default_candidates": _select.candidates()}
+results = {"candidates": backends.candidates("win32"), "default_candidates": backends.candidates()}
 results["backend"] = inherit.backend()
 r = inherit.zero_on_fork(64)
 r[:] = bytes(range(64))
@@ -228,13 +229,13 @@ inherit.keep_on_fork(r)
 inherit.keep_on_fork(big)
 results["after_keep"] = bytes(r) == bytes(range(64))
 r.close(); big.close(); s.close()
-results["libc"] = _libc.libc() is None
+results["libc"] = libc() is None
 try:
     MinheritBackend().verify()
 except inherit.BackendUnavailable as exc:
     results["minherit"] = exc.reason
 try:
-    _select.make("madvise").verify()
+    backends.make("madvise").verify()
 except inherit.BackendUnavailable as exc:
     results["madvise"] = exc.reason
 results["diagnostics_backend"] = inherit.diagnostics()["backend"]

@@ -28,7 +28,7 @@ def test_os_fork_before_any_use_selects_nothing(tmp_path: object) -> None:
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
-    print(json.dumps({"selected": inherit._select._current is not None, "subprocesses": len(started)}))
+    print(json.dumps({"selected": inherit._runtime._selection is not None, "subprocesses": len(started)}))
     """
     out = run_python(code, env={**fault_env(proc="ENOENT"), "XDG_CACHE_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr

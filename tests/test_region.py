@@ -451,11 +451,12 @@ def _address(buffer: Any) -> int:
 
 def _own_mappings() -> list[tuple[int, int]]:
     """Every mapping the library marked zero-on-fork: its arenas and the fork-detection page."""
-    from inherit import _detect, _slab
+    from inherit import _region, _runtime
 
-    mems = [arena.mem for arena in list(_slab._zero_arenas)]
-    if _detect._flag_page is not None:
-        mems.append(_detect._flag_page)
+    mems = [arena.mem for arena in list(_region._zero_arenas.values())]
+    selection = _runtime.selection()
+    if selection.page is not None:
+        mems.append(selection.page)
     return [(_address(m), _address(m) + len(m)) for m in mems]
 
 

@@ -24,7 +24,7 @@ import pytest
 
 import inherit
 from faultshim import fault_env
-from inherit import _slab
+from inherit import _region
 from support import run_python
 
 LINUX = sys.platform.startswith("linux")
@@ -96,11 +96,11 @@ def test_ordinary_regions_never_share_pages_with_secret_ones() -> None:
 
 DROP_PRIVILEGES = r"""
 import ctypes, json, os, resource, sys
-import inherit, inherit._libc, inherit._secret
+import inherit, inherit._region, inherit.backends._ffi
 from inherit.testing import available_routes, run_in_child
 
 out = {}
-inherit._libc.libc()
+inherit.backends._ffi.libc()
 inherit.zero_on_fork(8)
 ROUTES = [r for r in ("os.fork", "libc.fork") if r in available_routes()]
 for route in ROUTES:  # import everything a fork route needs before the stdlib becomes unreadable
@@ -180,7 +180,7 @@ print("RESULT " + json.dumps(out))
 @pytest.mark.linux
 def test_locked_tells_the_truth_at_the_limit() -> None:
     """A limit of one arena: the first secret mapping is locked, the next ones are not; each says so."""
-    limit = _slab.ARENA_SIZE
+    limit = _region.ARENA_SIZE
     code = (
         DROP_PRIVILEGES.replace("MEMLOCK_LIMIT", str(limit)).replace("CHECK_ROOT_BYPASS", "False")
         + """
@@ -229,7 +229,7 @@ def test_dumpable_tells_the_truth_when_madvise_is_a_no_op() -> None:
     """madvise() that returns 0 for everything (the shim's IGNORE): 'dumpable' must not claim protection."""
     code = """
 import ctypes, json, inherit
-from inherit.backends.madvise import smaps_flags
+from inherit.backends._procfs import vm_flags as smaps_flags
 r = inherit.zero_on_fork(32, secret=True)
 view = r.view()
 cell = ctypes.c_char.from_buffer(view)
@@ -311,13 +311,13 @@ def test_close_wipes_the_slot(secret: bool) -> None:
 def test_close_wipes_a_large_region_before_unmapping(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large region is unmapped on close; its bytes are zero at that moment."""
     seen: list[bool] = []
-    real_unmap = _slab.Arena.unmap
+    real_unmap = _region.Arena.unmap
 
-    def unmap(self: _slab.Arena) -> None:
+    def unmap(self: _region.Arena) -> None:
         seen.append(not any(self.mem[:]))
         real_unmap(self)
 
-    monkeypatch.setattr(_slab.Arena, "unmap", unmap)
+    monkeypatch.setattr(_region.Arena, "unmap", unmap)
     region = inherit.zero_on_fork(10_000, secret=True)
     fill(region)
     region.close()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import inherit
-from inherit import _detect, _slab
+from inherit import _region, _runtime
 from inherit.testing import ChildFailed, available_routes, run_in_child
 
 ROUTES = available_routes()
@@ -506,34 +506,35 @@ SIZES = [1, 16, 17, 32, 100, 1000, 2048, 2049, 5000]
 
 def _slab_census() -> dict[str, int]:
     """Live slots in small zero-on-fork arenas, and large zero-on-fork mappings."""
-    with _slab.lock():
-        arenas = list(_slab._zero_arenas)
+    with _runtime.lock:
+        arenas = list(_region._zero_arenas.values())
         return {
-            "live_slots": sum(a.capacity - len(a.free) for a in arenas if a.pool is not None),
-            "large": sum(1 for a in arenas if a.pool is None),
+            "live_slots": sum(a.capacity - len(a.free) for a in arenas if a.key is not None),
+            "large": sum(1 for a in arenas if a.key is None),
         }
 
 
 def _slab_problems() -> list[str]:
     """Structural checks on every pool: free lists sane, free slots wiped, no arena listed twice."""
     problems = []
-    with _slab.lock():
-        if _slab._pending:
-            _slab._drain()
-        for pool in _slab._pools.values():
-            if len({id(a) for a in pool.available}) != len(pool.available):
-                problems.append(f"slot {pool.slot}: an arena is listed twice as available")
-            for arena in pool.available:
+    with _runtime.lock:
+        if _region._pending:
+            _region._drain()
+        for key, pool in _region._pools.items():
+            slot = key & 0xFFFF
+            if len({id(a) for a in pool}) != len(pool):
+                problems.append(f"slot {slot}: an arena is listed twice as available")
+            for arena in pool:
                 free = arena.free
                 if not free:
-                    problems.append(f"slot {pool.slot}: a full arena is listed as available")
+                    problems.append(f"slot {slot}: a full arena is listed as available")
                 if len(set(free)) != len(free):
-                    problems.append(f"slot {pool.slot}: a slot is free twice")
+                    problems.append(f"slot {slot}: a slot is free twice")
                 if any(off % arena.slot or not 0 <= off < arena.capacity * arena.slot for off in free):
-                    problems.append(f"slot {pool.slot}: a free offset is out of place")
+                    problems.append(f"slot {slot}: a free offset is out of place")
                 for off in free:
                     if any(arena.mem[off : off + arena.slot]):
-                        problems.append(f"slot {pool.slot}: free slot at {off} was not wiped")
+                        problems.append(f"slot {slot}: free slot at {off} was not wiped")
                         break
     return problems
 
@@ -641,15 +642,14 @@ def test_raw_fork_while_a_thread_holds_the_slab_lock(route: str) -> None:
         with inherit.zero_on_fork(32) as r:
             return bytes(r)
 
-    lock = _slab.lock()
+    lock = _runtime.lock
     assert _holding(lock.acquire, lock.release, route, child) == bytes(32)
 
 
 @pytest.mark.parametrize("route", RAW_PARAMS)
 def test_raw_fork_while_a_thread_holds_the_detection_lock(route: str) -> None:
-    """os.fork() in one thread (between its before- and after-fork hooks) while another forks from C."""
+    """A thread is settling a fork (holding this process's lock) while another forks from C."""
     gen = inherit.generation()
-    moved = _holding(
-        _detect._before_fork, _detect._after_fork_in_parent, route, lambda: inherit.generation() != gen
-    )
+    lock = _runtime.lock_for_this_pid()
+    moved = _holding(lock.acquire, lock.release, route, lambda: inherit.generation() != gen)
     assert moved is True

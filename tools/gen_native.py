@@ -15,13 +15,12 @@ from pathlib import Path
 
 import cffi
 
+# Only what a backend or the secret-page code calls: minherit (BSDs), mlock, and
+# prctl(PR_GET_SECCOMP) for the probe's cache key where /proc is hidden.
 CDEF = """
-int madvise(void *addr, size_t length, int advice);
 int minherit(void *addr, size_t len, int inherit);
-int memcntl(void *addr, size_t len, int cmd, void *arg, int attr, int mask);
 int mlock(const void *addr, size_t len);
-int munlock(const void *addr, size_t len);
-int getpid(void);
+int prctl(int option, ...);
 """
 
 TARGET = Path(__file__).resolve().parent.parent / "inherit" / "_native.py"

@@ -1,0 +1,868 @@
+"""The runtime: fork detection, backend selection, and what happens in a new process.
+
+This module owns the fork-detection flag page, the generation, the chosen
+backend, the process lock, the library's only ``os.register_at_fork``
+registration, and the ordered steps run when a new process is detected. The
+hot paths that read the flag (``generation()``, ``ForkLocal``, ``Random``,
+``per_process_cache``) live here too, so they read one module's globals.
+
+The flag is a byte in a page the kernel wipes in every child (madvise, minherit);
+nonzero means "no fork since the state was published". With the getpid backend
+the flag stays zero and the PID of record plays its part.
+
+When a new process is detected (the flag reads zero, the PID changed, or
+``os.fork()``'s child hook ran), the detecting thread:
+
+1. pauses the cyclic GC, so no finalizer runs until the new state is complete;
+2. takes this process's lock: one lock per PID, agreed through an atomic
+   ``dict.setdefault``, so a child never waits for a lock that a vanished thread
+   held at the fork, whatever route made the child;
+3. re-checks (another thread may have finished), then runs the steps, in order:
+   a. draw a fresh, unpredictable generation value;
+   b. wipe lazily wiped memory (getpid backend only; the kernel did it otherwise);
+   c. reset the region slab's books;
+   d. reset the ForkLocal and cache renewal books (instances are stale by
+      generation, so nothing is done per instance: O(1) in their number);
+   None of them runs user code or drops a reference;
+4. publishes: the generation first, then the flag byte (or the PID of record);
+5. releases the lock and resumes the GC;
+6. drops the old references it kept, then runs the ``after_fork`` callbacks
+   in registration order.
+
+Step 3 is restartable: an exception (a signal handler's) anywhere before the
+flag is set leaves nothing published, and the next call starts again. A call
+made from a signal handler while its own thread is inside steps 2-4 raises
+RuntimeError instead of waiting for itself.
+"""
+
+import _random
+import gc
+import os
+import sys
+from _thread import RLock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from random import Random as _RandomBase
+    from typing import Any, TypeVar
+
+    from .backends import Backend, Verification
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_VAR = "INHERIT_BACKEND"
+REENTERED = (
+    "inherit was called from a signal handler while the same thread was detecting a fork or "
+    "choosing a backend; call it outside the handler, or retry"
+)
+
+# -- published state (read by the fast paths) -------------------------------------------------------
+# Zero means "look closer". Until a kernel backend is installed it is a private
+# zero byte, so the first call takes the slow path and chooses a backend.
+flag: "bytearray | memoryview" = bytearray(1)
+# This process's generation; 0 until the first use. Also the stamp that marks
+# per-process state (ForkLocal attributes, Random seeds, caches) as current.
+current_generation = 0
+# The getpid backend's PID of record. Stays -1 with a kernel backend, so a
+# child that shares its parent's PID (PID namespaces) can never match it.
+pid_of_record = -1
+_getpid = os.getpid
+installed = False
+kernel_wipes = False
+# The lock of the process that published the state above.
+lock = RLock()
+_locks: "dict[int, RLock]" = {}
+
+_selection: "Selection | None" = None
+_gc_isenabled = gc.isenabled
+_gc_disable = gc.disable
+_gc_enable = gc.enable
+
+# References the new-process steps set aside, dropped once the new state is published.
+_dropped: "list[object]" = []
+# What a child inherited from its ancestors (ForkLocal attributes, cached values): kept
+# unreachable and never finalized here, because finalizers could close a connection
+# that the parent still uses. Their pages stay shared copy-on-write.
+_inherited: "list[object]" = []
+
+
+def generation() -> int:
+    """A number that differs in every new process and is stable within one.
+
+    Whatever made the child (``os.fork``, multiprocessing, ``fork()`` from C, raw
+    ``fork``/``clone`` syscalls), its value is fresh and unpredictable, so it
+    differs from its parent's, its siblings' and its own children's. Compare
+    values only within one process. The first call chooses the backend.
+    """
+    if flag[0]:
+        return current_generation
+    return _detect()
+
+
+def _generation_getpid() -> int:
+    if _getpid() == pid_of_record:
+        return current_generation
+    return _detect()
+
+
+#: True if the calling thread holds the lock (same-thread re-entry must not wait for itself).
+is_owned: "Callable[[RLock], bool]" = RLock._is_owned  # type: ignore[attr-defined]
+
+
+def lock_for_this_pid() -> RLock:
+    """This process's lock. A child never meets its parent's, so none is inherited held."""
+    pid = _getpid()
+    mine = _locks.get(pid)
+    if mine is None:
+        mine = _locks.setdefault(pid, RLock())
+    return mine
+
+
+def settle() -> None:
+    """Detect a fork now if one happened: what every entry point that touches per-process state runs first."""
+    if not (flag[0] or _getpid() == pid_of_record):
+        _detect()
+
+
+def _detect() -> int:
+    """The slow path: choose the backend on first use, or settle a new process."""
+    pause = _gc_isenabled()
+    try:
+        if pause:
+            _gc_disable()
+        mine = lock_for_this_pid()
+        if is_owned(mine):
+            raise RuntimeError(REENTERED)
+        with mine:
+            new_process = _detect_locked(mine)
+    finally:
+        if pause:
+            _gc_enable()
+    if new_process:
+        _after_publish()
+    return current_generation
+
+
+def published() -> bool:
+    """True when the published state belongs to this process (no fork since)."""
+    return bool(flag[0]) if kernel_wipes else pid_of_record == _getpid()
+
+
+def _detect_locked(mine: RLock) -> bool:
+    """Under the lock, GC paused: True if this call published a new process's state."""
+    if not installed:
+        _install(_select())
+        _publish(mine)
+        return False  # the first use in a process is not a fork
+    if published():
+        return False
+    _publish(mine)
+    return True
+
+
+def _publish(mine: RLock) -> None:
+    global current_generation, lock, _locks, pid_of_record
+    generation = _fresh_generation(current_generation)
+    for step in _steps:
+        step()
+    pid = _getpid()
+    _locks = {pid: mine}
+    lock = mine
+    current_generation = generation
+    if kernel_wipes:
+        flag[0] = 1  # last: other threads take the slow path until now
+    else:
+        pid_of_record = pid
+
+
+def _fresh_generation(old: int) -> int:
+    while True:
+        try:
+            value = int.from_bytes(os.urandom(8), "big") >> 2
+        except OSError:  # no entropy source (a strict sandbox): still distinct, if predictable
+            import time
+
+            value = hash((old, _getpid(), time.monotonic_ns(), id(object()))) & ((1 << 62) - 1)
+        if value and value != old:
+            return value
+
+
+def _after_publish() -> None:
+    _dropped.clear()
+    _run_hooks()
+
+
+# -- new-process steps ----------------------------------------------------------------------------
+#: The steps run when a new process is detected, in this order (see the module docstring).
+STEP_ORDER = ("wipe lazily wiped memory", "reset the slab's books", "reset the renewal books")
+_registered_steps: "dict[str, Callable[[], None]]" = {}
+_steps: "tuple[Callable[[], None], ...]" = ()
+
+
+def add_step(name: str, step: "Callable[[], None]") -> None:
+    """Register ``step`` under one of STEP_ORDER's names; steps never run user code or drop references."""
+    global _steps
+    if name not in STEP_ORDER:
+        raise ValueError(f"unknown new-process step {name!r}")
+    _registered_steps[name] = step
+    _steps = tuple(_registered_steps[n] for n in STEP_ORDER if n in _registered_steps)
+
+
+# -- backend selection -------------------------------------------------------------------------------
+
+
+class Selection:
+    """The chosen backend, why, and what was refused on the way."""
+
+    __slots__ = ("backend", "page", "reason", "refused", "requested", "verification")
+
+    def __init__(
+        self,
+        backend: "Backend",
+        page: object,
+        reason: str,
+        requested: "str | None",
+        refused: "tuple[tuple[str, str], ...]",
+        verification: "Verification",
+    ) -> None:
+        self.backend = backend
+        self.page = page
+        self.reason = reason
+        self.requested = requested
+        self.refused = refused
+        self.verification = verification
+
+
+def requested_backend() -> "str | None":
+    """INHERIT_BACKEND, checked; None when unset or empty."""
+    from .backends import NAMES
+
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    if value not in NAMES:
+        raise ValueError(f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(NAMES)} or unset it")
+    return value
+
+
+def _select() -> Selection:
+    """Verify candidates in order; honour INHERIT_BACKEND strictly (no silent fallback)."""
+    from .backends import BackendUnavailable, candidates, make
+
+    requested = requested_backend()
+    if requested is not None:
+        backend = make(requested)
+        verification, page = backend.verify()  # raises BackendUnavailable
+        return Selection(backend, page, f"requested by {ENV_VAR}", requested, (), verification)
+    refused: list[tuple[str, str]] = []
+    for name in candidates():
+        backend = make(name)
+        try:
+            verification, page = backend.verify()
+        except BackendUnavailable as exc:
+            refused.append((name, exc.reason))
+            continue
+        if refused:
+            reason = "fallback: " + "; ".join(f"{n} refused ({r})" for n, r in refused)
+        elif backend.kernel_wipes and verification.method == "smaps":
+            reason = "the kernel mechanism was verified in this process"
+        elif backend.kernel_wipes:
+            reason = f"the kernel mechanism was verified by a {verification.method}"
+        else:
+            reason = f"no kernel zero-on-fork mechanism on {sys.platform}"
+        return Selection(backend, page, reason, None, tuple(refused), verification)
+    raise AssertionError("the getpid backend is always available")  # pragma: no cover
+
+
+def _install(selection: Selection) -> None:
+    global flag, installed, kernel_wipes, _selection
+    if selection.page is not None:
+        flag = memoryview(selection.page)  # type: ignore[arg-type]
+        kernel_wipes = True
+    else:
+        _specialize_for_getpid()
+    _selection = selection
+    installed = True
+
+
+def selection() -> Selection:
+    """The active selection, made on first call (raises ValueError or BackendUnavailable)."""
+    if _selection is None:
+        generation()
+    assert _selection is not None
+    return _selection
+
+
+def backend_name() -> str:
+    return selection().backend.name
+
+
+def _specialize_for_getpid() -> None:
+    """Give the hot paths their getpid bodies: one PID compare, no flag read that is always zero."""
+    for function, variant in _GETPID_VARIANTS:
+        replace = {"co_name": function.__code__.co_name}
+        if sys.version_info >= (3, 11):
+            replace["co_qualname"] = function.__code__.co_qualname
+        function.__code__ = variant.__code__.replace(**replace)
+
+
+# -- the only at-fork registration ---------------------------------------------------------------------
+
+
+def _at_fork_in_child() -> None:
+    global pid_of_record
+    if not installed:
+        return  # never choose a backend in a fork hook: that may fork
+    if not kernel_wipes:
+        pid_of_record = -1  # a fork even when the PID is the parent's (PID namespaces)
+    try:
+        _detect()  # eager: wipe and run the callbacks before the child's code runs
+    except Exception as exc:
+        _report(exc, "Exception ignored in inherit's fork handler", _at_fork_in_child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_at_fork_in_child)
+
+
+# -- after_fork callbacks --------------------------------------------------------------------------------
+
+
+class _Unraisable:
+    """What ``sys.unraisablehook`` is given (the fields of ``sys.UnraisableHookArgs``)."""
+
+    __slots__ = ("err_msg", "exc_traceback", "exc_type", "exc_value", "object")
+
+    def __init__(self, exc: BaseException, err_msg: str, obj: object) -> None:
+        self.exc_type = type(exc)
+        self.exc_value = exc
+        self.exc_traceback = exc.__traceback__
+        self.err_msg = err_msg
+        self.object = obj
+
+
+def _report(exc: BaseException, err_msg: str, obj: object) -> None:
+    """Report an exception that must not propagate, the way CPython reports one in a finalizer."""
+    try:
+        sys.unraisablehook(_Unraisable(exc, err_msg, obj))  # type: ignore[arg-type]
+    except Exception:  # a broken hook: fall back to plain stderr
+        print(f"{err_msg}: {obj!r}: {exc!r}", file=sys.stderr)
+
+
+class AfterFork:
+    """A registered :func:`after_fork` callback. Calling the handle calls the callback."""
+
+    __slots__ = ("__weakref__", "_func", "_self", "cancelled")
+
+    def __init__(self, fn: "Callable[[], object]", weak: bool) -> None:
+        self.cancelled = False
+        self._self: object = None
+        if weak:
+            owner = getattr(fn, "__self__", None)
+            func = getattr(fn, "__func__", None)
+            if owner is None or func is None:
+                raise TypeError("after_fork(weak=True) needs a bound method")
+            from _weakref import ref
+
+            self._self = ref(owner)
+            self._func: Callable[..., object] = func
+        else:
+            self._func = fn
+
+    @property
+    def callback(self) -> "Callable[[], object] | None":
+        """The callback, or None once a weakly held method's object is gone."""
+        if self._self is None:
+            return self._func
+        owner = self._self()  # type: ignore[operator]
+        return None if owner is None else self._func.__get__(owner)
+
+    def cancel(self) -> None:
+        """Unregister; idempotent."""
+        self.cancelled = True
+        try:
+            _hooks.remove(self)
+        except ValueError:
+            pass
+
+    def __call__(self) -> object:
+        callback = self.callback
+        if callback is None:
+            raise ReferenceError("the object of this weakly held method is gone")
+        return callback()
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self.cancelled else ""
+        return f"<inherit.after_fork handle for {self._func!r}{' (weak)' if self._self else ''}{state}>"
+
+
+_hooks: "list[AfterFork]" = []
+
+
+def after_fork(fn: "Callable[[], object] | None" = None, /, *, weak: bool = False) -> "Any":
+    """Run ``fn()`` once in every new process, whatever route made it.
+
+    In an ``os.fork()`` child (and multiprocessing's fork context) it runs
+    eagerly, before ``os.fork()`` returns there. After a fork that runs no Python
+    hook (``fork()`` from C, raw syscalls, uWSGI workers) it runs when the fork is
+    detected: on the first ``generation()``, ``ForkLocal``, ``Random``,
+    ``per_process_cache`` or region use in the child, in the thread that made
+    that call, before the call returns. Callbacks run in registration order,
+    outside every library lock; one that raises is reported (through
+    ``sys.unraisablehook``) and the others still run. They never run in the
+    process that registered them, nor in processes started by ``exec``
+    (spawn, forkserver, subprocess).
+
+    Works as a decorator. Returns a handle: call ``handle.cancel()`` to
+    unregister. ``weak=True`` holds a bound method weakly: the callback
+    unregisters itself once its object is gone. Registering chooses the backend
+    now (so that any later fork is seen).
+    """
+    if fn is None:
+        return lambda f: after_fork(f, weak=weak)
+    if not callable(fn):
+        raise TypeError(f"after_fork() needs a callable, not {type(fn).__name__}")
+    handle = AfterFork(fn, weak)
+    generation()
+    _hooks.append(handle)
+    return handle
+
+
+def _run_hooks() -> None:
+    for handle in tuple(_hooks):
+        if handle.cancelled:
+            continue
+        callback = handle.callback
+        if callback is None:
+            handle.cancel()
+            continue
+        try:
+            callback()
+        except Exception as exc:
+            _report(exc, "Exception ignored in inherit.after_fork callback", callback)
+
+
+# -- ForkLocal -----------------------------------------------------------------------------------------
+
+_getattribute = object.__getattribute__
+_setattr = object.__setattr__
+_delattr = object.__delattr__
+# Renewal of stale instances: one lock per process, so an __init__ that touches
+# another stale instance can never deadlock against a thread doing the opposite.
+_renew_lock = RLock()
+_renewing: "set[int]" = set()
+_PICKLE_MODES = ("refuse", "init")
+
+
+class ForkLocal:
+    """Attributes that belong to one process, like ``threading.local`` for processes.
+
+    Shared by all threads of one process. In a child made by any route the
+    attributes are gone; if a subclass defines ``__init__``, it runs again there,
+    once, with the arguments the instance was built with, on the first touch
+    (read, write or delete). Other threads touching the instance meanwhile wait
+    for it. Nothing is done per instance at the fork itself.
+
+    The parent's attribute values are never finalized in the child (that could
+    close a connection the parent still uses); they stay unreachable there.
+    Subclasses cannot add ``__slots__`` or override ``__getattribute__``,
+    ``__setattr__`` or ``__delattr__``: those would see the parent's values.
+    Pickling is refused unless the class is declared with ``pickle="init"``
+    (``class Pool(ForkLocal, pickle="init")``): then unpickling builds a new
+    instance from the original arguments on the receiving side.
+    """
+
+    __slots__ = ("__dict__", "__weakref__", "_forklocal_args", "_forklocal_stamp")
+
+    _forklocal_pickle = "refuse"
+
+    def __init_subclass__(cls, /, pickle: str | None = None, **kwargs: "Any") -> None:
+        super().__init_subclass__(**kwargs)
+        _check_subclass(cls, pickle)
+
+    def __new__(cls, /, *args: "Any", **kwargs: "Any") -> "Any":
+        if (args or kwargs) and cls.__init__ is object.__init__:
+            raise TypeError(f"{cls.__name__}() takes no arguments unless it defines __init__")
+        self = object.__new__(cls)
+        _set_stamp(self, generation())
+        _set_args(self, (args, kwargs))
+        return self
+
+    def __getattribute__(self, name: str) -> "Any":
+        if flag[0] and _get_stamp(self) is current_generation:
+            return _getattribute(self, name)
+        _make_current(self)
+        return _getattribute(self, name)
+
+    def __setattr__(self, name: str, value: "Any") -> None:
+        if not (flag[0] and _get_stamp(self) is current_generation):
+            _make_current(self)
+        _setattr(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if not (flag[0] and _get_stamp(self) is current_generation):
+            _make_current(self)
+        _delattr(self, name)
+
+    def __reduce__(self) -> "Any":
+        cls = type(self)
+        if cls._forklocal_pickle != "init":
+            raise TypeError(
+                f"cannot pickle {cls.__name__}: its state belongs to one process "
+                f'(declare the class with pickle="init" to rebuild it from its arguments)'
+            )
+        args, kwargs = _get_args(self)
+        return (_rebuild_forklocal, (cls, args, kwargs))
+
+
+def _forklocal_getattribute_getpid(self: ForkLocal, name: str) -> "Any":
+    if _getpid() == pid_of_record and _get_stamp(self) is current_generation:
+        return _getattribute(self, name)
+    _make_current(self)
+    return _getattribute(self, name)
+
+
+def _forklocal_setattr_getpid(self: ForkLocal, name: str, value: "Any") -> None:
+    if not (_getpid() == pid_of_record and _get_stamp(self) is current_generation):
+        _make_current(self)
+    _setattr(self, name, value)
+
+
+def _forklocal_delattr_getpid(self: ForkLocal, name: str) -> None:
+    if not (_getpid() == pid_of_record and _get_stamp(self) is current_generation):
+        _make_current(self)
+    _delattr(self, name)
+
+
+_get_stamp = ForkLocal.__dict__["_forklocal_stamp"].__get__
+_set_stamp = ForkLocal.__dict__["_forklocal_stamp"].__set__
+_get_args = ForkLocal.__dict__["_forklocal_args"].__get__
+_set_args = ForkLocal.__dict__["_forklocal_args"].__set__
+_ACCESS_HOOKS = ("__getattribute__", "__setattr__", "__delattr__")
+
+
+def _check_subclass(cls: type, pickle: str | None) -> None:
+    if cls.__basicsize__ != ForkLocal.__basicsize__ or cls.__itemsize__:
+        # Only the instance __dict__ is per process; slots would keep the parent's values.
+        raise TypeError(f"ForkLocal subclass {cls.__qualname__} cannot add __slots__")
+    for name in _ACCESS_HOOKS:
+        if name in cls.__dict__:
+            raise TypeError(
+                f"ForkLocal subclass {cls.__qualname__} cannot override {name}: attribute access "
+                "is where ForkLocal notices a fork, and a bypass would see the parent's values"
+            )
+    if pickle is not None:
+        if pickle not in _PICKLE_MODES:
+            raise ValueError(f'pickle must be "refuse" or "init", not {pickle!r}')
+        type.__setattr__(cls, "_forklocal_pickle", pickle)
+    init = cls.__dict__.get("__init__")
+    if init is not None and not hasattr(init, "__forklocal_init__"):
+        type.__setattr__(cls, "__init__", _recording_init(init))
+
+
+def _recording_init(init: "Callable[..., None]") -> "Callable[..., None]":
+    """Wrap a subclass's __init__ so the arguments of construction are kept for the rerun."""
+
+    def __init__(self: ForkLocal, /, *args: "Any", **kwargs: "Any") -> None:
+        if type(self).__init__ is __init__:  # the outermost call (not a super().__init__ call)
+            _set_args(self, (args, kwargs))
+        init(self, *args, **kwargs)
+
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(__init__, attr, getattr(init, attr, None))
+    __init__.__dict__.update(getattr(init, "__dict__", {}))
+    __init__.__wrapped__ = init  # type: ignore[attr-defined]
+    __init__.__forklocal_init__ = True  # type: ignore[attr-defined]
+    return __init__
+
+
+def _make_current(self: ForkLocal) -> None:
+    """Detect a fork first; if this instance belongs to an earlier process, renew it."""
+    current = generation()
+    if _get_stamp(self) is current:
+        return
+    key = id(self)
+    renew_lock = _renew_lock
+    nested = is_owned(renew_lock)  # an __init__ being re-run touches ForkLocals
+    with renew_lock:
+        if not nested:
+            # No renewal can be in progress now: marks left here were left by one
+            # that an exception (a signal handler's) cut short.
+            _renewing.clear()
+        if _get_stamp(self) is current_generation or key in _renewing:
+            return  # renewed meanwhile, or this is its own __init__ touching it
+        try:
+            _renewing.add(key)
+            _inherited.append(_getattribute(self, "__dict__"))
+            _setattr(self, "__dict__", {})
+            if type(self).__init__ is not object.__init__:
+                args, kwargs = _get_args(self)
+                type(self).__init__(self, *args, **kwargs)
+            _set_stamp(self, current_generation)
+        except BaseException:
+            _setattr(self, "__dict__", {})  # nothing half-built survives; the next touch retries
+            raise
+        finally:
+            _renewing.discard(key)
+
+
+def _rebuild_forklocal(
+    cls: "type[ForkLocal]", args: "tuple[Any, ...]", kwargs: "dict[str, Any]"
+) -> ForkLocal:
+    rebuilt: ForkLocal = cls(*args, **kwargs)
+    return rebuilt
+
+
+def _reset_renewal_books() -> None:
+    global _renew_lock, _renewing
+    _renew_lock = RLock()  # the parent's may have been held by a thread that is gone
+    _renewing = set()
+
+
+add_step("reset the renewal books", _reset_renewal_books)
+
+
+# -- Random ------------------------------------------------------------------------------------------------
+
+_c_random = _random.Random.random
+_c_getrandbits = _random.Random.getrandbits
+
+
+class _RandomNotLoaded(_random.Random):
+    """Stands in for ``random.Random`` until the ``random`` module is loaded.
+
+    Importing ``random`` costs several milliseconds, so ``import inherit`` does
+    not; the first use of :class:`Random` (or a subclass definition) re-bases it
+    on ``random.Random``. The layouts match, so CPython allows the switch.
+    """
+
+
+if TYPE_CHECKING:
+    _Base = _RandomBase
+else:
+    _Base = _RandomNotLoaded
+
+
+class Random(_Base):
+    """A ``random.Random`` that reseeds itself from ``os.urandom`` in every new process.
+
+    Every drawing method goes through ``random()`` or ``getrandbits()``, which
+    check first. Copies and pickles of a reseeding instance start a fresh
+    stream of their own, so two processes never share one, whatever carried the
+    instance there (fork, pickling to spawn or forkserver workers, a copy made
+    before a fork). An instance seeded explicitly (``Random(42)``, ``seed(42)``,
+    ``setstate(...)``) asked for a repeatable stream and keeps it: a forked
+    child continues the same sequence and a copy repeats it, exactly like
+    ``random.Random(42)``. ``seed()`` or ``seed(None)`` turns reseeding on again.
+    """
+
+    _inherit_auto: bool
+    _inherit_stamp: object
+
+    def __init_subclass__(cls, /, **kwargs: "Any") -> None:
+        _load_random()
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, x: "Any" = None) -> None:
+        if _random_not_loaded():
+            _load_random()
+        super().__init__(x)
+
+    def seed(self, a: "Any" = None, version: int = 2) -> None:
+        super().seed(a, version)
+        self._inherit_auto = a is None
+        self._inherit_stamp = generation()
+
+    def setstate(self, state: "tuple[Any, ...]") -> None:
+        super().setstate(state)
+        self._inherit_auto = False
+        self._inherit_stamp = generation()
+
+    def getstate(self) -> "tuple[Any, ...]":
+        if not (flag[0] and self._inherit_stamp is current_generation):
+            self._renew()
+        return _base_getstate(self)
+
+    def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float:
+        # gauss() keeps a cached second value: a child must not reuse the parent's.
+        if not (flag[0] and self._inherit_stamp is current_generation):
+            self._renew()
+        return _base_gauss(self, mu, sigma)
+
+    def random(self) -> float:
+        if flag[0] and self._inherit_stamp is current_generation:
+            return _c_random(self)
+        self._renew()
+        return _c_random(self)
+
+    def getrandbits(self, k: int, /) -> int:
+        if flag[0] and self._inherit_stamp is current_generation:
+            return _c_getrandbits(self, k)
+        self._renew()
+        return _c_getrandbits(self, k)
+
+    def _renew(self) -> None:
+        current = generation()
+        if self._inherit_stamp is not current:
+            if self._inherit_auto:
+                super().seed(None)  # also drops gauss()'s cached second value
+            self._inherit_stamp = current
+
+    @property
+    def reseeds_on_fork(self) -> bool:
+        """False once the instance was seeded explicitly."""
+        return self._inherit_auto
+
+    def __reduce__(self) -> "tuple[Any, ...]":
+        extra = {k: v for k, v in self.__dict__.items() if k not in _RANDOM_KEYS}
+        state = None if self._inherit_auto else super().getstate()
+        return (_rebuild_random, (type(self),), (state, extra))
+
+    def __setstate__(self, saved: "tuple[Any, ...]") -> None:
+        state, extra = saved
+        if state is None:
+            self.seed()  # a fresh stream: this copy must not repeat the original's
+        else:
+            self.setstate(state)
+        self.__dict__.update(extra)
+
+
+def _random_random_getpid(self: Random) -> float:
+    if _getpid() == pid_of_record and self._inherit_stamp is current_generation:
+        return _c_random(self)
+    self._renew()
+    return _c_random(self)
+
+
+def _random_getrandbits_getpid(self: Random, k: int, /) -> int:
+    if _getpid() == pid_of_record and self._inherit_stamp is current_generation:
+        return _c_getrandbits(self, k)
+    self._renew()
+    return _c_getrandbits(self, k)
+
+
+def _random_getstate_getpid(self: Random) -> "tuple[Any, ...]":
+    if not (_getpid() == pid_of_record and self._inherit_stamp is current_generation):
+        self._renew()
+    return _base_getstate(self)
+
+
+def _random_gauss_getpid(self: Random, mu: float = 0.0, sigma: float = 1.0) -> float:
+    if not (_getpid() == pid_of_record and self._inherit_stamp is current_generation):
+        self._renew()
+    return _base_gauss(self, mu, sigma)
+
+
+# Methods of the base (random.Random once loaded), called without super(): a method
+# that names super gets a closure cell, and its code could not be swapped for the
+# getpid variant.
+def _base_getstate(self: Random) -> "tuple[Any, ...]":
+    return super(Random, self).getstate()
+
+
+def _base_gauss(self: Random, mu: float, sigma: float) -> float:
+    return super(Random, self).gauss(mu, sigma)
+
+
+_RANDOM_KEYS = frozenset({"_inherit_auto", "_inherit_stamp", "gauss_next"})
+
+
+def _random_not_loaded() -> bool:
+    return Random.__bases__[0] is _RandomNotLoaded
+
+
+def _load_random() -> None:
+    import random
+
+    if _random_not_loaded():
+        Random.__bases__ = (random.Random,)
+
+
+def _rebuild_random(cls: "type[Random]") -> Random:
+    _load_random()
+    rng: Random = _random.Random.__new__(cls)
+    return rng
+
+
+if "random" in sys.modules:  # already paid for: no reason to wait
+    _load_random()
+
+
+# -- per_process_cache ------------------------------------------------------------------------------------
+
+
+def per_process_cache(maxsize: "Any" = 128, typed: bool = False) -> "Any":
+    """``functools.lru_cache``, but every new process starts with an empty cache.
+
+    The same surface as ``lru_cache``: ``@per_process_cache``,
+    ``@per_process_cache(maxsize)``, ``maxsize`` and ``typed`` by keyword,
+    ``cache_info()``, ``cache_clear()``, ``cache_parameters()``, ``__wrapped__``,
+    and methods. Asked in a child, ``cache_info()`` describes the child's
+    cache. The parent's cached values are never finalized in a child.
+    """
+    if isinstance(maxsize, int):
+        if maxsize < 0:
+            maxsize = 0
+    elif callable(maxsize) and isinstance(typed, bool):
+        return _cached(maxsize, 128, False)
+    elif maxsize is not None:
+        raise TypeError("Expected first argument to be an integer, a callable, or None")
+
+    def decorating_function(user_function: "F") -> "F":
+        wrapper: F = _cached(user_function, maxsize, typed)
+        return wrapper
+
+    return decorating_function
+
+
+def _cached(user_function: "Any", maxsize: "int | None", typed: bool) -> "Any":
+    import functools
+
+    lru = functools.lru_cache(maxsize=maxsize, typed=typed)
+    cached = lru(user_function)
+    stamp = generation()
+    getpid_backend = not kernel_wipes
+
+    def current() -> "Any":
+        nonlocal cached, stamp
+        now = generation()
+        if stamp is not now:
+            with _renew_lock:
+                if stamp is not now:
+                    _inherited.append(cached)
+                    cached = lru(user_function)
+                    stamp = now
+        return cached
+
+    if getpid_backend:
+
+        def wrapper(*args: "Any", **kwargs: "Any") -> "Any":
+            if _getpid() == pid_of_record and stamp is current_generation:
+                return cached(*args, **kwargs)
+            return current()(*args, **kwargs)
+
+    else:
+
+        def wrapper(*args: "Any", **kwargs: "Any") -> "Any":
+            if flag[0] and stamp is current_generation:
+                return cached(*args, **kwargs)
+            return current()(*args, **kwargs)
+
+    functools.update_wrapper(wrapper, user_function)
+    wrapper.cache_info = lambda: current().cache_info()  # type: ignore[attr-defined]
+    wrapper.cache_clear = lambda: current().cache_clear()  # type: ignore[attr-defined]
+    wrapper.cache_parameters = lambda: {"maxsize": maxsize, "typed": typed}  # type: ignore[attr-defined]
+    return wrapper
+
+
+_GETPID_VARIANTS: "tuple[tuple[Any, Any], ...]" = (
+    (generation, _generation_getpid),
+    (ForkLocal.__dict__["__getattribute__"], _forklocal_getattribute_getpid),
+    (ForkLocal.__dict__["__setattr__"], _forklocal_setattr_getpid),
+    (ForkLocal.__dict__["__delattr__"], _forklocal_delattr_getpid),
+    (Random.__dict__["random"], _random_random_getpid),
+    (Random.__dict__["getrandbits"], _random_getrandbits_getpid),
+    (Random.__dict__["getstate"], _random_getstate_getpid),
+    (Random.__dict__["gauss"], _random_gauss_getpid),
+)

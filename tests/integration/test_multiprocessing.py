@@ -4,7 +4,8 @@ The parent (apps/driver.py) builds the probe's state, then runs 4 workers twice
 through the barrier. fork workers inherit the parent's state; forkserver
 workers inherit the forkserver's (it preloads the probe); spawn workers build
 their own. In every context the parent's ``inherit.Random``, passed to the
-task, arrives pickled and must start a fresh stream.
+task, arrives pickled and must start a fresh stream; its ForkLocal connections
+(declared ``pickle="init"``) arrive pickled and are rebuilt in the worker.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def _run(
     assert len(arg_streams) == 2 * WORKERS
     assert tuple(answer["parent_next"]) not in arg_streams
     figures["pickled_rng_streams"] = len(arg_streams)
+    # The driver's ForkLocal connections, pickled with each task: rebuilt in the worker from their
+    # arguments, so each task got a new connection of the worker's own.
+    parent = records[driver]
+    for service in ("redis", "pg"):
+        seen = [r[f"arg_{service}"] for r in first + second]
+        for r, (ident, name) in zip(first + second, seen, strict=True):
+            assert name == f"{tag}-{r['pid']}", f"a pickled {service} ForkLocal was not rebuilt in the worker"
+            assert ident not in (parent[service][0], r[service][0])
+        assert len({ident for ident, _ in seen}) == 2 * WORKERS
+        figures[f"pickled_{service}_connections"] = len({ident for ident, _ in seen})
     assert_clean(stderr, f"the {kind} driver")
 
 

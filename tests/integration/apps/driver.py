@@ -22,9 +22,20 @@ from inherit.testing import available_routes, run_in_child
 FORK_CHILDREN = 4  # per route, one after another
 
 
-def pool_task(round_name: str, rng: inherit.Random) -> dict[str, Any]:
-    """Run in a pool worker; ``rng`` arrives pickled (a fresh stream, whatever the context)."""
-    return probe.report(round_name, lambda: {"arg_draws": [rng.getrandbits(64) for _ in range(probe.DRAWS)]})
+def pool_task(
+    round_name: str, rng: inherit.Random, redis_conn: probe.RedisConnection, pg_conn: probe.PgConnection
+) -> dict[str, Any]:
+    """Run in a pool worker. The arguments arrive pickled, whatever the context: the Random
+    starts a fresh stream, and the ForkLocals (``pickle="init"``) are rebuilt here."""
+
+    def extra() -> dict[str, Any]:
+        return {
+            "arg_draws": [rng.getrandbits(64) for _ in range(probe.DRAWS)],
+            "arg_redis": probe.redis_identity(redis_conn),
+            "arg_pg": probe.pg_identity(pg_conn),
+        }
+
+    return probe.report(round_name, extra)
 
 
 def run_mp(context: str, kind: str) -> dict[str, Any]:
@@ -33,11 +44,12 @@ def run_mp(context: str, kind: str) -> dict[str, Any]:
     if method == "forkserver":
         ctx.set_forkserver_preload(["probe"])  # the forkserver builds the state its children inherit
     rounds: list[list[dict[str, Any]]] = []
+    args = (probe.RNG, probe.REDIS, probe.PG)
     if kind == "pool":
         pool = ctx.Pool(probe.N)
         try:
             for name in ("1", "2"):
-                results = [pool.apply_async(pool_task, (name, probe.RNG)) for _ in range(probe.N)]
+                results = [pool.apply_async(pool_task, (name, *args)) for _ in range(probe.N)]
                 rounds.append([r.get(timeout=60) for r in results])
         finally:
             pool.close()
@@ -45,7 +57,7 @@ def run_mp(context: str, kind: str) -> dict[str, Any]:
     else:
         with ProcessPoolExecutor(probe.N, mp_context=ctx) as executor:
             for name in ("1", "2"):
-                futures = [executor.submit(pool_task, name, probe.RNG) for _ in range(probe.N)]
+                futures = [executor.submit(pool_task, name, *args) for _ in range(probe.N)]
                 rounds.append([f.result(timeout=60) for f in futures])
     return {"method": method, "rounds": rounds, "parent_next": probe._next_draws(probe.RNG)}
 
@@ -73,8 +85,7 @@ def run_fork() -> dict[str, Any]:
         for route in available_routes()
         for _ in range(FORK_CHILDREN)
     ]
-    # Passed as arguments, not kept in a global: in the children above the ForkLocals held the
-    # only references to the parent's connection objects, so those children dropped and freed them.
+    # The parent's own client and connection objects, used as they are (not through the ForkLocals).
     shared = run_in_child(
         _shared,
         None if probe.REDIS is None else probe.REDIS.client,

@@ -40,8 +40,11 @@ def _count_new_process() -> None:
     HOOK_CALLS.append(os.getpid())
 
 
-class RedisConnection(inherit.ForkLocal):
-    """One Redis connection per process (redis-py does not guard a single-connection client)."""
+class RedisConnection(inherit.ForkLocal, pickle="init"):
+    """One Redis connection per process (redis-py does not guard a single-connection client).
+
+    Pickled (to a spawn or forkserver worker, say), it is rebuilt from its URL there.
+    """
 
     def __init__(self, url: str) -> None:
         import redis
@@ -51,8 +54,8 @@ class RedisConnection(inherit.ForkLocal):
         )
 
 
-class PgConnection(inherit.ForkLocal):
-    """One PostgreSQL session per process."""
+class PgConnection(inherit.ForkLocal, pickle="init"):
+    """One PostgreSQL session per process; rebuilt from its DSN when unpickled."""
 
     def __init__(self, dsn: str) -> None:
         import psycopg
@@ -76,17 +79,21 @@ def _next_draws(rng: random.Random) -> list[int]:
     return [mirror.getrandbits(64) for _ in range(DRAWS)]
 
 
-def redis_identity() -> tuple[int, str] | None:
-    if REDIS is None:
+def redis_identity(conn: RedisConnection | None = None) -> tuple[int, str] | None:
+    """(``CLIENT ID``, ``CLIENT GETNAME``) of ``conn``, by default this module's connection."""
+    conn = conn or REDIS
+    if conn is None:
         return None
-    client = REDIS.client
+    client = conn.client
     return int(client.client_id()), str(client.client_getname())
 
 
-def pg_identity() -> tuple[int, str] | None:
-    if PG is None:
+def pg_identity(conn: PgConnection | None = None) -> tuple[int, str] | None:
+    """(``pg_backend_pid()``, ``application_name``) of ``conn``, by default this module's session."""
+    conn = conn or PG
+    if conn is None:
         return None
-    row = PG.conn.execute("select pg_backend_pid(), current_setting('application_name')").fetchone()
+    row = conn.conn.execute("select pg_backend_pid(), current_setting('application_name')").fetchone()
     assert row is not None
     return int(row[0]), str(row[1])
 

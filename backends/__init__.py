@@ -22,6 +22,7 @@ __all__ = [
     "describe_oserror",
     "make",
     "map_private",
+    "names",
 ]
 
 #: (name, sys.platform prefixes it is tried on (empty: everywhere), module, class), best first.
@@ -33,6 +34,11 @@ TABLE: "tuple[tuple[str, tuple[str, ...], str, str], ...]" = (
 NAMES = tuple(row[0] for row in TABLE)
 
 
+def names() -> "tuple[str, ...]":
+    """The names in TABLE now (NAMES as of import; a row added since counts here)."""
+    return tuple(row[0] for row in TABLE)
+
+
 def make(name: str) -> Backend:
     """Construct a backend by name (not verified)."""
     for row_name, _, module, cls in TABLE:
@@ -40,7 +46,7 @@ def make(name: str) -> Backend:
             imported = __import__(f"{__name__}.{module}", fromlist=[cls])
             backend: Backend = getattr(imported, cls)()
             return backend
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(names())}")
 
 
 def candidates(platform: "str | None" = None) -> "list[str]":

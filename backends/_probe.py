@@ -17,7 +17,6 @@ mark memory) are not cached at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -111,6 +110,8 @@ def trusts_cached_positive(confined: str) -> bool:
 
 def cache_key(name: str, confined: str) -> str:
     """Everything that could change the verdict: OS release, machine, binary, preloads, confinement."""
+    import hashlib  # only here: importing it breaks isolated subinterpreters on some 3.12 releases
+
     exe = os.path.realpath(sys.executable)
     try:
         st = os.stat(exe)

@@ -2,7 +2,8 @@
 
 Exit status: 0 for a report or a check that passed; 1 when the backend cannot
 be used (an invalid or unavailable ``INHERIT_BACKEND``) or a check found a
-leak; 2 for bad arguments (argparse's convention).
+leak; 2 for bad arguments (argparse's convention). Reports and results go to
+stdout, errors to stderr.
 """
 
 from __future__ import annotations
@@ -13,15 +14,29 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
+
+PROG = "python -m inherit"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m inherit",
-        description="Report which zero-on-fork backend is active here and why it was chosen.",
-        epilog="Set INHERIT_BACKEND=madvise|minherit|getpid to require a backend.",
+        prog=PROG,
+        # The generated usage would read "COMMAND ...", as if a command were required.
+        usage="%(prog)s [-h] [--version] [--json] [check [--route ROUTE] [--timeout SECONDS]]",
+        description=(
+            "Without a command: report which zero-on-fork backend is active here and why it was chosen. "
+            "With 'check': prove it by forking."
+        ),
+        epilog=(
+            "Set INHERIT_BACKEND=madvise|minherit|getpid to require a backend. "
+            "Installed with: pip install pyinherit (the package it installs is inherit)."
+        ),
     )
+    # The distribution's name: `pip install pyinherit` installs the `inherit` package.
+    parser.add_argument("--version", action="version", version=f"pyinherit {__version__}")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands (optional)")
     check = commands.add_parser(
         "check",
         help="fork over every available route and check that children read zeros",
@@ -42,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         help="check only this route (repeatable; default: every available route)",
     )
     check.add_argument(
-        "--timeout", type=_positive_float, default=30.0, help="seconds to wait for each child (default: 30)"
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to wait for each child (default: 30)",
     )
     return parser
 
@@ -76,8 +95,7 @@ def format_report(data: dict[str, Any]) -> str:
         )
         lines.append(f"inherit {data['inherit']}: backend {data['backend']} ({how})")
     else:
-        lines.append(f"inherit {data['inherit']}: no usable backend")
-        lines.append(f"error: {data['error']}")
+        lines.append(f"inherit {data['inherit']}: no usable backend (the error is on stderr)")
     lines.append("")
 
     def section(title: str, rows: list[tuple[str, Any]]) -> None:
@@ -112,6 +130,7 @@ def format_report(data: dict[str, Any]) -> str:
     section(
         "Platform",
         [
+            ("distribution", f"pyinherit {data['inherit']} (pip install pyinherit)"),
             ("platform", f"{data['platform']} ({data['system']})"),
             ("release", data["release"]),
             ("version", data["os_version"]),
@@ -128,7 +147,16 @@ def _report(as_json: bool) -> int:
 
     data = report()
     print(json.dumps(data, indent=2) if as_json else format_report(data))
-    return 0 if data["backend"] is not None else 1
+    if data["backend"] is None:
+        _error(PROG, data["error"])
+        return 1
+    return 0
+
+
+def _error(prog: str, message: object) -> None:
+    """An error on stderr, after what stdout already holds (argparse's form)."""
+    sys.stdout.flush()
+    print(f"{prog}: error: {message}", file=sys.stderr)
 
 
 def _check(as_json: bool, routes: list[str] | None, timeout: float) -> int:
@@ -138,17 +166,19 @@ def _check(as_json: bool, routes: list[str] | None, timeout: float) -> int:
     if routes:
         unknown = [r for r in routes if r not in ROUTES]
         if unknown:
-            print(
-                f"python -m inherit check: unknown route {unknown[0]!r}; choose from {', '.join(ROUTES)}",
-                file=sys.stderr,
-            )
+            _error(f"{PROG} check", f"unknown route {unknown[0]!r}; choose from {', '.join(ROUTES)}")
             return 2
         missing = [r for r in routes if r not in available_routes()]
         if missing:
-            print(f"python -m inherit check: route {missing[0]!r} is not available here", file=sys.stderr)
+            _error(f"{PROG} check", f"route {missing[0]!r} is not available here")
             return 2
     result = run_check(routes or None, timeout)
-    print(json.dumps(result.as_dict(), indent=2) if as_json else format_table(result))
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif result.error is None:
+        print(format_table(result))
+    if result.error is not None:
+        _error(f"{PROG} check", f"cannot run: {result.error}")
     return 0 if result.ok else 1
 
 

@@ -144,7 +144,9 @@ def run_check(routes: list[str] | None = None, timeout: float = 30.0) -> CheckRe
             {}
             if routes is not None
             else {
-                r: testing._unavailable(r) or "not offered here" for r in testing.ROUTES if r not in offered
+                r: testing.unavailable_reason(r) or "not offered here"
+                for r in testing.ROUTES
+                if r not in offered
             }
         )
     except Exception as exc:

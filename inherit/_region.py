@@ -89,7 +89,9 @@ class Arena:
     def __init__(self, size: int, slot: int, zero: bool, secret: bool, key: "int | None") -> None:
         backend = _rt.selection().backend
         if secret:
-            mem, address = _map_secret(backend, size)
+            from .backends._secret import map_secret, protect
+
+            mem, address = map_secret(backend, size)
         else:
             mem, address = backend.allocate(size), None
         try:
@@ -102,7 +104,7 @@ class Arena:
                     ) from exc
             self.excluded_from_dumps = self.mlocked = False
             if secret:
-                self.excluded_from_dumps, self.mlocked = _protect(mem, address)
+                self.excluded_from_dumps, self.mlocked = protect(mem, address)
         except BaseException:
             mem.close()
             raise
@@ -306,68 +308,6 @@ def _reset_books() -> None:
 
 _rt.add_step("wipe lazily wiped memory", _wipe_lazily_wiped_memory)
 _rt.add_step("reset the slab's books", _reset_books)
-
-
-# -- secret pages -------------------------------------------------------------------------------------
-
-
-def _map_secret(backend: "Any", size: int) -> "tuple[mmap.mmap, int | None]":
-    """Map with MAP_CONCEAL where it exists; find the address on Linux, to verify in smaps."""
-    if sys.platform.startswith("linux"):
-        from .backends._procfs import map_and_locate
-
-        return map_and_locate(lambda: backend.allocate(size, conceal=True), size)
-    return backend.allocate(size, conceal=True), None
-
-
-def _protect(mem: mmap.mmap, address: "int | None") -> "tuple[bool, bool]":
-    """(excluded from core dumps, locked in RAM), as far as it can be shown.
-
-    On Linux a return code is not proof (a seccomp filter may fake success), so
-    both are read back from /proc/self/smaps (``dd``, ``lo``); where smaps is
-    unreadable they are reported False. Elsewhere the return codes are trusted.
-    """
-    linux = sys.platform.startswith("linux")
-    excluded_from_dumps = bool(getattr(mmap, "MAP_CONCEAL", 0))  # set at mmap() time (OpenBSD)
-    advice = getattr(mmap, "MADV_DONTDUMP", None)
-    if advice is None:
-        advice = getattr(mmap, "MADV_NOCORE", None)  # FreeBSD
-    if advice is not None and not excluded_from_dumps:
-        try:
-            mem.madvise(advice)
-            excluded_from_dumps = True
-        except OSError:
-            excluded_from_dumps = False
-    locked = _mlock(mem)
-    if linux:
-        flags = None
-        if address is not None:
-            from .backends._procfs import vm_flags
-
-            flags = vm_flags(address)
-        flags = flags or []
-        excluded_from_dumps = excluded_from_dumps and "dd" in flags
-        locked = locked and "lo" in flags
-    return excluded_from_dumps, locked
-
-
-def _mlock(mem: mmap.mmap) -> bool:
-    """mlock(); False when refused (RLIMIT_MEMLOCK), unavailable, or cffi cannot load (subinterpreters)."""
-    try:
-        from ._native import ffi
-        from .backends._ffi import libc, pointer_to
-    except ImportError:
-        return False
-    lib = libc()
-    if lib is None:
-        return False
-    pointer = pointer_to(mem)
-    try:
-        return bool(lib.mlock(pointer, len(mem)) == 0)
-    except (AttributeError, ffi.error):  # no mlock symbol (cffi 2 raises ffi.error)
-        return False
-    finally:
-        ffi.release(pointer)
 
 
 # -- exports ----------------------------------------------------------------------------------------------

@@ -236,13 +236,14 @@ class Selection:
 
 def requested_backend() -> "str | None":
     """INHERIT_BACKEND, checked; None when unset or empty."""
-    from .backends import NAMES
+    from .backends import names
 
     value = os.environ.get(ENV_VAR, "").strip()
     if not value:
         return None
-    if value not in NAMES:
-        raise ValueError(f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(NAMES)} or unset it")
+    known = names()
+    if value not in known:
+        raise ValueError(f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(known)} or unset it")
     return value
 
 

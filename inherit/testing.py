@@ -50,7 +50,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-__all__ = ["ROUTES", "ChildFailed", "RemoteTraceback", "available_routes", "run_in_child"]
+__all__ = [
+    "ROUTES",
+    "ChildFailed",
+    "RemoteTraceback",
+    "available_routes",
+    "run_in_child",
+    "unavailable_reason",
+]
 
 T = TypeVar("T")
 
@@ -160,8 +167,10 @@ def _syscall_numbers() -> tuple[int | None, int] | None:
     return numbers
 
 
-def _unavailable(route: str) -> str | None:
-    """Why ``route`` cannot run here, or None if it can."""
+def unavailable_reason(route: str) -> str | None:
+    """Why ``route`` cannot run on this machine, or None if it can (see :func:`available_routes`)."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
     if not hasattr(os, "fork"):
         return "this platform has no fork()"
     if route in ("os.fork", "multiprocessing"):
@@ -186,14 +195,14 @@ def _unavailable(route: str) -> str | None:
 
 def available_routes() -> list[str]:
     """The routes this platform supports, in the order of :data:`ROUTES`."""
-    return [route for route in ROUTES if _unavailable(route) is None]
+    return [route for route in ROUTES if unavailable_reason(route) is None]
 
 
 def _raw_fork(route: str) -> int:
     """Fork by ``route`` (not multiprocessing); return the pid like fork() does."""
     if route == "os.fork":
         return os.fork()
-    problem = _unavailable(route)
+    problem = unavailable_reason(route)
     if problem is not None:
         raise ValueError(f"route {route!r} is not available here: {problem}")
     import ctypes
@@ -203,7 +212,7 @@ def _raw_fork(route: str) -> int:
         pid = int(lib.fork())
     else:
         numbers = _syscall_numbers()
-        assert numbers is not None  # _unavailable() checked
+        assert numbers is not None  # unavailable_reason() checked
         fork_nr, clone_nr = numbers
         if route == "syscall.fork":
             pid = int(lib.syscall(ctypes.c_long(fork_nr or 0)))
@@ -463,7 +472,7 @@ def run_in_child(
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
     if route not in available_routes():
-        why = _unavailable(route) or "not offered here"
+        why = unavailable_reason(route) or "not offered here"
         raise ValueError(f"route {route!r} is not available on {sys.platform}/{platform.machine()}: {why}")
     if not timeout > 0:
         raise ValueError("timeout must be positive")

@@ -11,8 +11,9 @@ In order it: with ``--hide-proc``, enters a private mount namespace (``unshare(C
 every mount made private) and mounts an empty read-only tmpfs named ``inherit-confine`` over
 /proc, so the host namespace never sees it; sets RLIMIT_CORE to 0 (killed processes leave no
 core files) and the requested rlimits (soft and hard); with ``--user``, drops supplementary
-groups and switches gid and uid (GID defaults to UID); sets PR_SET_NO_NEW_PRIVS and installs
-the seccomp filter; then ``execvp``s PROGRAM. The filter covers PROGRAM from its ``execve`` on,
+groups and switches gid and uid (GID defaults to UID); if any ``--rule`` is given, sets
+PR_SET_NO_NEW_PRIVS and installs the seccomp filter (with none, the program runs with no filter
+at all, seccomp mode 0); then ``execvp``s PROGRAM. The filter covers PROGRAM from its ``execve`` on,
 dynamic loader and interpreter start-up included.
 
 Rule syntax (``--rule``, repeatable; evaluated in order, first match wins; anything unmatched
@@ -301,6 +302,8 @@ static void limit(int resource, unsigned long long value, const char *step) {
     if (setrlimit(resource, &rl) != 0) failed(step);
 }
 
+static int n_rules = 0;
+
 int main(int argc, char **argv) {
     int hide_proc = 0, has_user = 0, dashdash = 0, i;
     int has_as = 0, has_memlock = 0;
@@ -326,6 +329,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--rule")) {
             if (i + 1 >= argc) bad("--rule needs a value");
             add_rule(argv[++i]);
+            n_rules++;
             continue;
         }
         if (!strcmp(a, "--rlimit-as")) {
@@ -369,9 +373,11 @@ int main(int argc, char **argv) {
         if (setgid(gid) != 0) failed("setgid");
         if (setuid(uid) != 0) failed("setuid");
     }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) failed("prctl(PR_SET_NO_NEW_PRIVS)");
-    struct sock_fprog fprog = {n_insns, prog};
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) failed("prctl(PR_SET_SECCOMP)");
+    if (n_rules) { /* no rule: no filter at all (seccomp mode 0), e.g. only /proc hidden */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) failed("prctl(PR_SET_NO_NEW_PRIVS)");
+        struct sock_fprog fprog = {n_insns, prog};
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) failed("prctl(PR_SET_SECCOMP)");
+    }
     execvp(argv[i], &argv[i]);
     fprintf(stderr, "inherit-confine: cannot run %s: %s\n", argv[i], strerror(errno));
     return 127;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -50,9 +51,11 @@ HOOKLESS_ROUTES = ("syscall.fork", "syscall.clone")  # no at-fork hook of any ki
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m inherit ARGS`` in a fresh interpreter, outside the source tree.
 
-    ``env`` entries are added to this process's environment; "" removes one.
+    ``env`` entries are added to this process's environment; "" removes one. Output is plain:
+    3.14's argparse colours help and usage when FORCE_COLOR is set, as CI sets it.
     """
     full_env = dict(os.environ)  # INHERIT_BACKEND included: tox -e getpid runs these against getpid
+    full_env["PYTHON_COLORS"] = "0"
     for key, value in (env or {}).items():
         if value == "":
             full_env.pop(key, None)
@@ -99,6 +102,7 @@ def test_report_is_readable_and_exits_0() -> None:
     assert platform.machine() in out
     assert platform.python_version() in out
     assert "chosen:" in out
+    assert f"pyinherit {inherit.__version__} (pip install pyinherit)" in out  # the name to install
     assert result.stderr == ""
 
 
@@ -135,16 +139,24 @@ def test_requested_backend_is_reported() -> None:
     assert "INHERIT_BACKEND" in data["reason"]
 
 
-def test_bogus_backend_is_an_error_with_the_message() -> None:
+def test_bogus_backend_is_an_error_on_stderr() -> None:
     result = run_cli(env={"INHERIT_BACKEND": "bogus"})
     assert result.returncode == 1
-    assert "INHERIT_BACKEND='bogus' is not a backend" in result.stdout
+    message = "INHERIT_BACKEND='bogus' is not a backend"
+    assert result.stderr.startswith(f"python -m inherit: error: {message}")
+    assert message not in result.stdout
+    assert "no usable backend" in result.stdout.splitlines()[0]
+    assert "Platform" in result.stdout.splitlines()  # the rest of the report is still there
     assert "Traceback" not in result.stdout + result.stderr
-    data = run_json(env={"INHERIT_BACKEND": "bogus"}, status=1)
+    # JSON stays parseable on stdout, with the message in "error"; stderr says it too.
+    json_result = run_cli("--json", env={"INHERIT_BACKEND": "bogus"})
+    assert json_result.returncode == 1
+    data = json.loads(json_result.stdout)
     assert set(data) == STABLE_REPORT_KEYS
     assert data["backend"] is None
     assert data["requested"] == "bogus"
-    assert "INHERIT_BACKEND" in data["error"]
+    assert message in data["error"]
+    assert message in json_result.stderr
 
 
 @pytest.mark.linux
@@ -163,7 +175,8 @@ def test_requested_but_unavailable_backend_exits_1() -> None:
     env = {**fault_env(madvise="EINVAL"), "INHERIT_BACKEND": "madvise"}
     result = run_cli(env=env)
     assert result.returncode == 1
-    assert "backend 'madvise' is unavailable" in result.stdout
+    assert "backend 'madvise' is unavailable" in result.stderr
+    assert "backend 'madvise' is unavailable" not in result.stdout
     data = run_json(env=env, status=1)
     assert "EINVAL" in data["refused"]["madvise"]
     assert data["verdicts"] == [
@@ -254,10 +267,11 @@ def test_check_under_fallback_still_passes() -> None:
     assert data["ok"] is True
 
 
-def test_check_with_bogus_backend_fails_with_the_message() -> None:
+def test_check_with_bogus_backend_fails_with_the_message_on_stderr() -> None:
     result = run_cli("check", env={"INHERIT_BACKEND": "bogus"})
     assert result.returncode == 1
-    assert "INHERIT_BACKEND='bogus' is not a backend" in result.stdout
+    assert result.stdout == ""
+    assert result.stderr.startswith("python -m inherit check: error: cannot run: INHERIT_BACKEND='bogus'")
     data = run_json("check", env={"INHERIT_BACKEND": "bogus"}, status=1)
     assert data["ok"] is False and data["routes"] == [] and "bogus" in data["error"]
 
@@ -269,6 +283,7 @@ def test_help() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     assert "--json" in result.stdout and "check" in result.stdout and "INHERIT_BACKEND" in result.stdout
+    assert "--version" in result.stdout and "pip install pyinherit" in result.stdout
     result = run_cli("check", "--help")
     assert result.returncode == 0
     assert "--route" in result.stdout and "--timeout" in result.stdout
@@ -289,3 +304,23 @@ def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert "python -m inherit" in result.stderr
+
+
+def test_usage_shows_the_command_is_optional() -> None:
+    usage = run_cli("--help").stdout.splitlines()[0]
+    assert usage.startswith("usage: python -m inherit [-h] [--version] [--json] [check")
+    assert "COMMAND ..." not in usage
+    result = run_cli("frobnicate")
+    assert result.stderr.splitlines()[0] == usage  # argparse repeats it with an error
+
+
+def test_version_matches_the_installed_distribution() -> None:
+    try:
+        installed = importlib.metadata.version("pyinherit")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("inherit is not installed as the pyinherit distribution here")
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"pyinherit {installed}\n"
+    assert installed == inherit.__version__
+    assert result.stderr == ""

@@ -186,8 +186,13 @@ print(json.dumps({
 
 
 def test_confined_process_shows_seccomp_filter_mode() -> None:
-    result = run_json(SECCOMP_MODE)
+    result = run_json(SECCOMP_MODE, rules=["getpid=allow"])
     assert (result["status"], result["prctl"], result["smaps"]) == ("2", 2, True)
+
+
+def test_without_rules_no_filter_is_installed() -> None:
+    result = run_json(SECCOMP_MODE)
+    assert (result["status"], result["prctl"], result["smaps"]) == ("0", 0, True)
 
 
 def mounts(pid: str = "self") -> set[tuple[str, str, str]]:
@@ -202,7 +207,7 @@ def mounts(pid: str = "self") -> set[tuple[str, str, str]]:
 
 def test_hide_proc() -> None:
     before = mounts()
-    result = run_json(SECCOMP_MODE, hide_proc=True)
+    result = run_json(SECCOMP_MODE, hide_proc=True, rules=["getpid=allow"])
     # Nothing under /proc, Seccomp: unreadable, yet the filter is installed.
     assert result == {"status": "FileNotFoundError", "prctl": 2, "smaps": False, "proc": []}
     assert Path("/proc/self/status").read_text().count("Seccomp:") == 1

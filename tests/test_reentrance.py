@@ -321,7 +321,9 @@ print("RESULT " + json.dumps({"outcomes": outcomes, "parent": pool.connections})
     out = _result(code, backend, timeout=300)
     outcomes = out["outcomes"]
     assert isinstance(outcomes, dict)
-    assert all(key.endswith(" 0") for key in outcomes), outcomes
+    # -15: a repeated SIGTERM met the default disposition, which interpreter shutdown restores:
+    # the worker was already exiting. A worker stuck on a lock keeps its handler and never shows it.
+    assert all(key.endswith((" 0", " -15")) for key in outcomes), outcomes
     assert out["parent"] == ["parent-socket"]
 
 

@@ -80,7 +80,7 @@ ROUTES_WITH = """
 import json, os
 from inherit import testing
 routes = testing.available_routes()
-why = {r: testing._unavailable(r) for r in testing.ROUTES if r not in routes}
+why = {r: testing.unavailable_reason(r) for r in testing.ROUTES if r not in routes}
 answers = {r: testing.run_in_child(os.getpid, route=r) != os.getpid() for r in routes}
 print(json.dumps({"routes": routes, "why": why, "answers": answers}))
 """

@@ -25,6 +25,7 @@ import pytest
 APPS = Path(__file__).resolve().parent / "apps"
 BACKENDS = ("default", "getpid")
 WORKERS = 4
+NUMPY_SEED = 20261202  # base seed of the reproducible per-worker numpy streams (INTEG_NUMPY_SEED)
 # CI (.ci/run) sets this once it has installed the servers: then a missing one is a failure.
 STRICT = os.environ.get("INHERIT_INTEGRATION_STRICT") == "1"
 DIRTY = ("Exception ignored", "Traceback (most recent call last)")
@@ -143,6 +144,7 @@ def app_env(
         env["INHERIT_BACKEND"] = "getpid"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APPS), env.get("PYTHONPATH", "")) if p)
     env.update(INTEG_DIR=str(run_dir), INTEG_N=str(workers), INTEG_TAG=tag, PYTHONUNBUFFERED="1")
+    env["INTEG_NUMPY_SEED"] = str(NUMPY_SEED)
     env.pop("INTEG_REDIS_URL", None)
     env.pop("INTEG_PG_DSN", None)
     if redis_url is not None:
@@ -211,6 +213,7 @@ def check_round(
             if not blind_spot:
                 assert r["view_zero_first"], f"worker {r['pid']}: the parent's view showed the parent's bytes"
             assert r["draws"] != parent["next_draws"], f"worker {r['pid']} drew the parent's stream"
+            assert r["numpy_draws"] is None or r["numpy_draws"] != parent["next_numpy_draws"]
             assert r["generation"] != parent["generation"]
             assert r["hook_calls"] == [r["pid"]], f"after_fork ran {r['hook_calls']} in worker {r['pid']}"
         else:
@@ -224,9 +227,12 @@ def check_round(
                     assert ident != parent[service][0], f"worker {r['pid']} uses the parent's {service}"
     streams = {tuple(r["draws"]) for r in reports}
     assert len(streams) == workers, "two workers drew the same stream"
+    numpy_streams = {tuple(r["numpy_draws"]) for r in reports if r["numpy_draws"] is not None}
+    assert len(numpy_streams) in (0, workers), "two workers drew the same numpy stream"
     figures: dict[str, Any] = {
         "workers": len(set(pids)),
         "streams": len(streams),
+        "numpy_streams": len(numpy_streams),
         "generations": len({r["generation"] for r in reports}),
         "hooks": sorted(len(r["hook_calls"]) for r in reports),
         "backend": reports[0]["backend"],
@@ -239,7 +245,7 @@ def check_round(
     generations = [r["generation"] for r in reports]
     assert len(set(generations)) == workers, f"siblings share a generation: {generations}"
     if blind_spot:
-        figures["parent_view_zero_before_first_call"] = sum(bool(r["view_zero_first"]) for r in reports)
+        figures["stale_views_before_first_call"] = sum(not r["view_zero_first"] for r in reports)
     return figures
 
 
@@ -307,9 +313,12 @@ def check_forks(
         assert c["secret_zero"] and c["view_zero_after"]
         assert c["hook_calls"] == [c["pid"]], f"{c['route']}: after_fork ran {c['hook_calls']}"
         assert c["draws"] != parent["next_draws"], f"{c['route']}: the child drew the parent's stream"
+        assert c["numpy_draws"] is None or c["numpy_draws"] != parent["next_numpy_draws"]
         assert c["generation"] != parent["generation"]
     idents = [c[service][0] for c in children]
     streams = {tuple(c["draws"]) for c in children}
+    numpy_streams = {tuple(c["numpy_draws"]) for c in children if c["numpy_draws"] is not None}
+    assert len(numpy_streams) in (0, len(children)), "two children drew the same numpy stream"
     generations = {c["generation"] for c in children}
     assert len(set(idents)) == len(children), f"children share {service} connections: {idents}"
     assert len(streams) == len(children), "two children drew the same stream"
@@ -322,6 +331,7 @@ def check_forks(
         "children": len(children),
         "connections": len(set(idents)),
         "streams": len(streams),
+        "numpy_streams": len(numpy_streams),
         "generations": len(generations),
         "hooks": sorted({len(c["hook_calls"]) for c in children}),
         "backend": children[0]["backend"],

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import PostgresServer, RedisServer
-from harness import WORKERS, app_env, assert_clean, check_round, check_rounds, parents, run_driver
+from harness import NUMPY_SEED, WORKERS, app_env, assert_clean, check_round, check_rounds, parents, run_driver
 
 CONTEXTS = ["fork", "forkserver", "spawn"]
 
@@ -63,6 +63,17 @@ def _run(
             assert ident not in (parent[service][0], r[service][0])
         assert len({ident for ident, _ in seen}) == 2 * WORKERS
         figures[f"pickled_{service}_connections"] = len({ident for ident, _ in seen})
+    # An inherit.numpy.Generator with a base seed and worker_key=os.getpid, pickled with each task:
+    # rebuilt in the worker with the worker's key, so the stream is the one that key always gives.
+    if first[0]["arg_numpy_draws"] is not None:
+        from inherit.numpy import Generator
+
+        for r in first + second:
+            drawn = Generator(NUMPY_SEED, worker_key=r["pid"]).integers(2**63, size=len(r["arg_numpy_draws"]))
+            expected = [int(x) for x in drawn]
+            assert r["arg_numpy_draws"] == expected, "a pickled numpy Generator lost its worker key"
+        figures["seeded_numpy_streams"] = len({tuple(r["arg_numpy_draws"]) for r in first + second})
+        assert figures["seeded_numpy_streams"] == WORKERS
     assert_clean(stderr, f"the {kind} driver")
 
 

@@ -23,16 +23,22 @@ FORK_CHILDREN = 4  # per route, one after another
 
 
 def pool_task(
-    round_name: str, rng: inherit.Random, redis_conn: probe.RedisConnection, pg_conn: probe.PgConnection
+    round_name: str,
+    rng: inherit.Random,
+    redis_conn: probe.RedisConnection,
+    pg_conn: probe.PgConnection,
+    seeded: Any,
 ) -> dict[str, Any]:
     """Run in a pool worker. The arguments arrive pickled, whatever the context: the Random
-    starts a fresh stream, and the ForkLocals (``pickle="init"``) are rebuilt here."""
+    starts a fresh stream, and the ForkLocals (``pickle="init"``, as inherit.numpy.Generator
+    is) are rebuilt here from their arguments."""
 
     def extra() -> dict[str, Any]:
         return {
             "arg_draws": [rng.getrandbits(64) for _ in range(probe.DRAWS)],
             "arg_redis": probe.redis_identity(redis_conn),
             "arg_pg": probe.pg_identity(pg_conn),
+            "arg_numpy_draws": probe.numpy_draws(seeded),
         }
 
     return probe.report(round_name, extra)
@@ -44,7 +50,11 @@ def run_mp(context: str, kind: str) -> dict[str, Any]:
     if method == "forkserver":
         ctx.set_forkserver_preload(["probe"])  # the forkserver builds the state its children inherit
     rounds: list[list[dict[str, Any]]] = []
-    args = (probe.RNG, probe.REDIS, probe.PG)
+    seeded = None
+    if probe.numpy is not None:
+        # Reproducible per worker: the key (the worker's PID) is read where the generator is built.
+        seeded = probe.NumpyGenerator(probe.NUMPY_SEED, worker_key=os.getpid)
+    args = (probe.RNG, probe.REDIS, probe.PG, seeded)
     if kind == "pool":
         pool = ctx.Pool(probe.N)
         try:

@@ -6,9 +6,10 @@ application keeps: an ``inherit.Random``, a zero-on-fork region filled with a
 secret and a memoryview of it, Redis and PostgreSQL connections in ForkLocals,
 and an ``after_fork`` hook. It appends what the parent holds to
 ``$INTEG_DIR/parents.jsonl``; :func:`report` returns what a worker sees.
+Where numpy is installed it adds an ``inherit.numpy.Generator``.
 
 Configured by the environment: ``INTEG_DIR``, ``INTEG_N`` (workers to wait
-for), ``INTEG_TAG`` (prefix of connection names), and optionally
+for), ``INTEG_TAG`` (prefix of connection names), ``INTEG_NUMPY_SEED``, and optionally
 ``INTEG_REDIS_URL`` and ``INTEG_PG_DSN``.
 """
 
@@ -30,6 +31,7 @@ REDIS_URL = os.environ.get("INTEG_REDIS_URL")
 PG_DSN = os.environ.get("INTEG_PG_DSN")
 BARRIER_TIMEOUT = 30.0
 DRAWS = 4
+NUMPY_SEED = int(os.environ.get("INTEG_NUMPY_SEED", "0"))  # base of the reproducible per-worker streams
 
 BUILT_IN = os.getpid()  # the process that ran this import: where the state below was made
 HOOK_CALLS: list[int] = []  # pids the after_fork hook ran in; empty in the process that built it
@@ -65,6 +67,17 @@ class PgConnection(inherit.ForkLocal, pickle="init"):
 
 RNG = inherit.Random()
 RNG.random()  # the parent uses its stream before forking, as applications do
+try:
+    import numpy
+except ImportError:  # numpy is optional: its checks are left out
+    numpy = None
+if numpy is not None:
+    from inherit.numpy import Generator as NumpyGenerator
+
+    NUMPY_RNG: Any = NumpyGenerator()  # fresh OS entropy in every process
+    NUMPY_RNG.random()
+else:
+    NUMPY_RNG = None
 SECRET = inherit.zero_on_fork(32, secret=True)
 SECRET[:] = os.urandom(32)
 VIEW = SECRET.view()  # taken in the parent and kept, as a long-lived buffer consumer would
@@ -77,6 +90,17 @@ def _next_draws(rng: random.Random) -> list[int]:
     mirror = random.Random()
     mirror.setstate(rng.getstate())
     return [mirror.getrandbits(64) for _ in range(DRAWS)]
+
+
+def numpy_draws(gen: Any, *, peek: bool = False) -> list[int] | None:
+    """``DRAWS`` integers from ``gen`` (an inherit.numpy.Generator); with ``peek``, without moving it."""
+    if gen is None:
+        return None
+    if peek:
+        bit_generator = type(gen.generator.bit_generator)()
+        bit_generator.state = gen.generator.bit_generator.state
+        gen = numpy.random.Generator(bit_generator)
+    return [int(x) for x in gen.integers(2**63, size=DRAWS)]
 
 
 def redis_identity(conn: RedisConnection | None = None) -> tuple[int, str] | None:
@@ -114,6 +138,7 @@ _append(
         "generation": inherit.generation(),
         "backend": inherit.backend(),
         "next_draws": _next_draws(RNG),
+        "next_numpy_draws": numpy_draws(NUMPY_RNG, peek=True),
         "secret": bytes(SECRET).hex(),
         "redis": redis_identity(),
         "pg": pg_identity(),
@@ -154,6 +179,7 @@ def report(round_name: str, extra: Callable[[], dict[str, Any]] | None = None) -
         "secret_zero": secret_zero,
         "view_zero_after": view_zero_after,
         "draws": [RNG.getrandbits(64) for _ in range(DRAWS)],
+        "numpy_draws": numpy_draws(NUMPY_RNG),
         "redis": redis_identity(),
         "pg": pg_identity(),
         "hook_calls": list(HOOK_CALLS),

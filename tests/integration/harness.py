@@ -138,7 +138,8 @@ def app_env(
     **extra: str,
 ) -> dict[str, str]:
     """The environment for the probe application (tests/integration/apps/probe.py)."""
-    env = dict(os.environ)
+    # uWSGI reads UWSGI_* variables as options (tox sets UWSGI_PROFILE for building it).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}
     env.pop("INHERIT_BACKEND", None)
     if backend == "getpid":
         env["INHERIT_BACKEND"] = "getpid"

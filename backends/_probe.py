@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from ._base import PAGE_SIZE, Verification, describe_oserror
+from . import PAGE_SIZE, Verification, describe_oserror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def confinement() -> str:
     """What confines this process, as far as a verdict depends on it."""
     if not sys.platform.startswith("linux"):
         return "none"
-    from ._procfs import seccomp_mode
+    from .madvise import seccomp_mode
 
     mode = seccomp_mode()
     if mode is None:

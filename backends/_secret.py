@@ -12,7 +12,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._base import Backend
+    from . import Backend
 
 _LINUX = sys.platform.startswith("linux")
 
@@ -20,7 +20,7 @@ _LINUX = sys.platform.startswith("linux")
 def map_secret(backend: "Backend", size: int) -> "tuple[mmap.mmap, int | None]":
     """Map with MAP_CONCEAL where it exists; on Linux also find the address, to verify in smaps."""
     if _LINUX:
-        from ._procfs import map_and_locate
+        from .madvise import map_and_locate
 
         return map_and_locate(lambda: backend.allocate(size, conceal=True), size)
     return backend.allocate(size, conceal=True), None
@@ -42,7 +42,7 @@ def protect(mem: mmap.mmap, address: "int | None") -> "tuple[bool, bool]":
     if _LINUX:
         flags = None
         if address is not None:
-            from ._procfs import vm_flags
+            from .madvise import vm_flags
 
             flags = vm_flags(address)
         flags = flags or []

@@ -7,13 +7,9 @@ read through an old memoryview after a fork from C, PID reuse, and a child
 that gets its parent's PID (a new PID namespace).
 """
 
-from __future__ import annotations
+import mmap
 
-from ._base import Backend, Verification
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import mmap
+from . import Backend, Verification
 
 
 class GetpidBackend(Backend):

@@ -35,7 +35,7 @@ import errno
 import os
 import sys
 
-from ._base import PAGE_SIZE, Backend, Verification, describe_oserror
+from . import PAGE_SIZE, Backend, Verification, describe_oserror
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -32,11 +32,13 @@ if TYPE_CHECKING:
 
 MIN_SLOT = 16
 MAX_SLOT = 2048
+# mmap is loaded here, not on first use: under an address-space limit its dlopen
+# would fail there as an ImportError rather than the MemoryError users expect.
 PAGE_SIZE = mmap.PAGESIZE
 ARENA_SIZE = max(64 * 1024, PAGE_SIZE)
 _MAX_SIZE = sys.maxsize // 2
 _CHUNK = 64 * 1024
-_ZEROS = memoryview(bytes(_CHUNK))
+_zeros: "list[memoryview]" = []  # one chunk of zeros, made on first use
 
 
 def _slot_table() -> "list[int]":
@@ -57,13 +59,20 @@ def slot_size(size: int) -> int:
     return _SLOT_OF[size] if size <= MAX_SLOT else 0
 
 
-def _wipe(view: memoryview) -> None:
-    """Zero ``view`` in bounded chunks: never a copy the size of the region."""
+def _wipe(view: memoryview, _zeros: "list[memoryview]" = _zeros, _chunk: int = _CHUNK) -> None:
+    """Zero ``view`` in bounded chunks: never a copy the size of the region.
+
+    What it uses is bound at definition: finalizers call it at interpreter
+    shutdown, when module globals may be gone.
+    """
     size = len(view)
+    if not _zeros:
+        _zeros.append(memoryview(bytes(_chunk)))
+    zeros = _zeros[0]
     start = 0
     while start < size:
-        end = min(start + _CHUNK, size)
-        view[start:end] = _ZEROS[: end - start]
+        end = min(start + _chunk, size)
+        view[start:end] = zeros[: end - start]
         start = end
 
 
@@ -74,16 +83,18 @@ class Arena:
     """A mapping: either slots of one size for small regions, or one large region."""
 
     __slots__ = (
-        "capacity",
         "excluded_from_dumps",
         "free",
+        "fresh",
         "key",
         "mem",
         "mlocked",
         "root",
         "secret",
+        "size",
         "slot",
         "zero",
+        "zeros",
     )
 
     def __init__(self, size: int, slot: int, zero: bool, secret: bool, key: "int | None") -> None:
@@ -110,16 +121,25 @@ class Arena:
             raise
         self.mem = mem
         self.root = memoryview(mem)
+        self.size = size
         self.slot = slot
-        self.key = key
+        self.key = key  # None: a large region's own mapping
         self.zero = zero
         self.secret = secret
-        if key is None:  # a large region's own mapping
-            self.capacity = 1
-            self.free: list[int] = []
-        else:
-            self.capacity = size // slot
-            self.free = list(range((self.capacity - 1) * slot, -1, -slot))  # low offsets first
+        # Slots come from ``free`` (given back, already wiped) or, once it is empty,
+        # from ``fresh``, the first slot never handed out: no list of every slot.
+        self.free: list[int] = []
+        self.fresh = 0
+        self.zeros = _zeros_for(slot) if key is not None else b""
+
+    @property
+    def in_use(self) -> int:
+        """Slots handed out and not given back."""
+        return self.fresh // self.slot - len(self.free)
+
+    def slot_free(self, offset: int) -> bool:
+        """True if the slot at ``offset`` is not handed out."""
+        return offset in self.free or offset >= self.fresh
 
     def unmap(self) -> None:
         _zero_arenas.pop(id(self), None)
@@ -173,11 +193,12 @@ _ONLY_OURS = next(_getrefcount(v) for v in [memoryview(b"")])
 
 
 def _take_slot(slot: int, zero: bool, secret: bool) -> "tuple[Arena, int]":
-    _rt.settle()
+    if not _rt.flag[0]:
+        _rt.settle()  # a fork first: the books belong to this process's lock
     if _orphans:
         _reap()
     lock = _rt.lock
-    if _rt.is_owned(lock):
+    if _is_owned(lock):
         # Re-entered from a finalizer or signal handler while this thread holds the
         # lock: the books may be mid-update, so use a mapping of its own instead.
         return _own_mapping(slot, zero, secret), 0
@@ -191,17 +212,25 @@ def _take_slot(slot: int, zero: bool, secret: bool) -> "tuple[Arena, int]":
             free = arena.free
             if free:
                 offset = free.pop()
-                if not free:
-                    pool.pop()
-                return arena, offset
-            pool.pop()  # exhausted: left half-updated by a thread lost to a fork from C
+            else:
+                offset = arena.fresh
+                if offset >= arena.size:
+                    pool.pop()  # exhausted: left half-updated by a thread lost to a fork from C
+                    continue
+                arena.fresh = offset + slot
+            if not free and arena.fresh >= arena.size:
+                pool.pop()
+            return arena, offset
     arena = Arena(ARENA_SIZE, slot, zero, secret, key)  # outside the lock: syscalls, maybe /proc
     with lock:
-        offset = arena.free.pop()
-        _pools.setdefault(key, []).append(arena)
+        arena.fresh = slot
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = []
+        pool.append(arena)
         if zero:
             _zero_arenas[id(arena)] = arena
-    return arena, offset
+    return arena, 0
 
 
 def _own_mapping(size: int, zero: bool, secret: bool) -> Arena:
@@ -216,12 +245,18 @@ def _free_locked(arena: Arena, offset: int) -> None:
     """Give a wiped slot back (under the lock); unmap an arena nobody uses."""
     free = arena.free
     free.append(offset)
-    pool = _pools.setdefault(arena.key, [])  # type: ignore[arg-type]
-    if len(free) == 1:
-        pool.append(arena)
-    elif len(free) == arena.capacity and len(pool) > 1:
-        pool.remove(arena)
-        arena.unmap()
+    pool = _pools.get(arena.key)  # type: ignore[arg-type]
+    if pool is None:
+        pool = _pools[arena.key] = []  # type: ignore[index]
+    if len(free) == 1 and arena.fresh >= arena.size:
+        pool.append(arena)  # it was exhausted: available again
+    if len(free) * arena.slot == arena.fresh:  # every slot it handed out is back
+        if len(pool) > 1 and arena in pool:
+            pool.remove(arena)
+            arena.unmap()
+        else:
+            free.clear()
+            arena.fresh = 0
 
 
 def _drain() -> None:
@@ -242,9 +277,8 @@ def _release(arena: Arena, offset: int) -> None:
         _wipe(arena.root)
         arena.unmap()
         return
-    zeros = _zeros_for(arena.slot)
     with _rt.lock:
-        arena.mem[offset : offset + arena.slot] = zeros
+        arena.mem[offset : offset + arena.slot] = arena.zeros
         _free_locked(arena, offset)
         if _pending:
             _drain()
@@ -259,7 +293,7 @@ def _release_later(arena: Arena, offset: int) -> None:
         except BufferError:  # a view derived from the root still lives: unmapped at its death
             pass
         return
-    arena.mem[offset : offset + arena.slot] = _zeros_for(arena.slot)
+    arena.mem[offset : offset + arena.slot] = arena.zeros
     lock = _rt.lock
     if _rt.is_owned(lock) or not _rt.published():
         # Mid-update books on this thread, or a lock that detection is about to
@@ -301,7 +335,7 @@ def _reset_books() -> None:
     # half-updated; every single step leaves the books usable, so dropping
     # exhausted arenas from the pools is all the repair needed.
     for pool in _pools.values():
-        pool[:] = [arena for arena in pool if arena.free]
+        pool[:] = [arena for arena in pool if arena.free or arena.fresh < arena.size]
     while _pending:
         _free_locked(*_pending.pop())
 
@@ -533,14 +567,23 @@ class Region:
 
         Raises BufferError while a view of the region is alive.
         """
-        if getattr(self, "_view", None) is None:
+        try:
+            view = self._view
+        except AttributeError:  # never opened
             return
-        _rt.settle()
+        if view is None:
+            return
+        if not _rt.flag[0]:
+            _rt.settle()
         if _buffer_exports or _orphans:
             _reap()  # a view nobody holds any more must not keep the region exported
-        with _rt.lock:
-            view = self._view
-            if view is None:
+        arena = self._arena
+        lock = _rt.lock
+        if arena.key is None or _is_owned(lock):
+            self._close_slowly(view, lock)
+            return
+        with lock:
+            if self._view is not view:
                 return  # closed by another thread meanwhile
             try:
                 view.release()
@@ -549,8 +592,32 @@ class Region:
                     "cannot close a Region while memoryviews of it exist; release them first"
                 ) from None
             self._view = None
+            offset = self._offset
+            arena.mem[offset : offset + arena.slot] = arena.zeros
+            _free_locked(arena, offset)
+            if _pending:
+                _drain()
+        if _exported_views:
+            _exported_views.pop(id(view), None)
+
+    def _close_slowly(self, view: memoryview, lock: "Any") -> None:
+        """A large region's own mapping, or a close() re-entered while this thread holds the lock."""
+        reentered = _is_owned(lock)
+        with lock:
+            if self._view is not view:
+                return
+            try:
+                view.release()
+            except BufferError:
+                raise BufferError(
+                    "cannot close a Region while memoryviews of it exist; release them first"
+                ) from None
+            self._view = None
         _exported_views.pop(id(view), None)
-        _release(self._arena, self._offset)
+        if reentered and self._arena.key is not None:
+            _release_later(self._arena, self._offset)  # books may be mid-update: wipe now, free later
+        else:
+            _release(self._arena, self._offset)  # a large region's mapping: wipe, unmap
 
     def __enter__(self) -> "Region":
         self._live()
@@ -611,6 +678,7 @@ class Region:
 
 
 _new_region = object.__new__
+_is_owned = _rt.is_owned
 
 
 def zero_on_fork(size: int, *, secret: bool = False) -> Region:

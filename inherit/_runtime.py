@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from random import Random as _RandomBase
     from typing import Any, TypeVar
 
-    from .backends import Backend, Verification
+    from .backends import Selection
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +74,7 @@ kernel_wipes = False
 lock = RLock()
 _locks: "dict[int, RLock]" = {}
 
-_selection: "Selection | None" = None
+_selection: "Selection | None" = None  # what backends.select() chose
 _gc_isenabled = gc.isenabled
 _gc_disable = gc.disable
 _gc_enable = gc.enable
@@ -152,7 +152,9 @@ def published() -> bool:
 def _detect_locked(mine: RLock) -> bool:
     """Under the lock, GC paused: True if this call published a new process's state."""
     if not installed:
-        _install(_select())
+        from .backends import select
+
+        _install(select(ENV_VAR))
         _publish(mine)
         return False  # the first use in a process is not a fork
     if published():
@@ -209,74 +211,10 @@ def add_step(name: str, step: "Callable[[], None]") -> None:
     _steps = tuple(_registered_steps[n] for n in STEP_ORDER if n in _registered_steps)
 
 
-# -- backend selection -------------------------------------------------------------------------------
+# -- backend selection (done by backends.select(), on first use) -----------------------------------
 
 
-class Selection:
-    """The chosen backend, why, and what was refused on the way."""
-
-    __slots__ = ("backend", "page", "reason", "refused", "requested", "verification")
-
-    def __init__(
-        self,
-        backend: "Backend",
-        page: object,
-        reason: str,
-        requested: "str | None",
-        refused: "tuple[tuple[str, str], ...]",
-        verification: "Verification",
-    ) -> None:
-        self.backend = backend
-        self.page = page
-        self.reason = reason
-        self.requested = requested
-        self.refused = refused
-        self.verification = verification
-
-
-def requested_backend() -> "str | None":
-    """INHERIT_BACKEND, checked; None when unset or empty."""
-    from .backends import names
-
-    value = os.environ.get(ENV_VAR, "").strip()
-    if not value:
-        return None
-    known = names()
-    if value not in known:
-        raise ValueError(f"{ENV_VAR}={value!r} is not a backend; use one of {', '.join(known)} or unset it")
-    return value
-
-
-def _select() -> Selection:
-    """Verify candidates in order; honour INHERIT_BACKEND strictly (no silent fallback)."""
-    from .backends import BackendUnavailable, candidates, make
-
-    requested = requested_backend()
-    if requested is not None:
-        backend = make(requested)
-        verification, page = backend.verify()  # raises BackendUnavailable
-        return Selection(backend, page, f"requested by {ENV_VAR}", requested, (), verification)
-    refused: list[tuple[str, str]] = []
-    for name in candidates():
-        backend = make(name)
-        try:
-            verification, page = backend.verify()
-        except BackendUnavailable as exc:
-            refused.append((name, exc.reason))
-            continue
-        if refused:
-            reason = "fallback: " + "; ".join(f"{n} refused ({r})" for n, r in refused)
-        elif backend.kernel_wipes and verification.method == "smaps":
-            reason = "the kernel mechanism was verified in this process"
-        elif backend.kernel_wipes:
-            reason = f"the kernel mechanism was verified by a {verification.method}"
-        else:
-            reason = f"no kernel zero-on-fork mechanism on {sys.platform}"
-        return Selection(backend, page, reason, None, tuple(refused), verification)
-    raise AssertionError("the getpid backend is always available")  # pragma: no cover
-
-
-def _install(selection: Selection) -> None:
+def _install(selection: "Selection") -> None:
     global flag, installed, kernel_wipes, _selection
     if selection.page is not None:
         flag = memoryview(selection.page)  # type: ignore[arg-type]
@@ -287,7 +225,7 @@ def _install(selection: Selection) -> None:
     installed = True
 
 
-def selection() -> Selection:
+def selection() -> "Selection":
     """The active selection, made on first call (raises ValueError or BackendUnavailable)."""
     if _selection is None:
         generation()
@@ -330,25 +268,35 @@ if hasattr(os, "register_at_fork"):
 # -- after_fork callbacks --------------------------------------------------------------------------------
 
 
-class _Unraisable:
-    """What ``sys.unraisablehook`` is given (the fields of ``sys.UnraisableHookArgs``)."""
-
-    __slots__ = ("err_msg", "exc_traceback", "exc_type", "exc_value", "object")
-
-    def __init__(self, exc: BaseException, err_msg: str, obj: object) -> None:
-        self.exc_type = type(exc)
-        self.exc_value = exc
-        self.exc_traceback = exc.__traceback__
-        self.err_msg = err_msg
-        self.object = obj
-
-
 def _report(exc: BaseException, err_msg: str, obj: object) -> None:
-    """Report an exception that must not propagate, the way CPython reports one in a finalizer."""
+    """Report an exception that must not propagate, the way CPython reports one in a finalizer.
+
+    A hook someone installed gets an object with ``sys.UnraisableHookArgs``'s
+    fields. CPython's default hook accepts only its own argument type, which
+    cannot be built from Python, so its output is written here instead.
+    """
+    hook = sys.unraisablehook
+    if hook is not sys.__unraisablehook__:
+        try:
+            hook(_unraisable_args(exc, err_msg, obj))
+            return
+        except Exception:
+            pass
+    import traceback
+
     try:
-        sys.unraisablehook(_Unraisable(exc, err_msg, obj))  # type: ignore[arg-type]
-    except Exception:  # a broken hook: fall back to plain stderr
-        print(f"{err_msg}: {obj!r}: {exc!r}", file=sys.stderr)
+        print(f"{err_msg}: {obj!r}", file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    except Exception:  # no usable stderr: nothing more can be done
+        pass
+
+
+def _unraisable_args(exc: BaseException, err_msg: str, obj: object) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        exc_type=type(exc), exc_value=exc, exc_traceback=exc.__traceback__, err_msg=err_msg, object=obj
+    )
 
 
 class AfterFork:
@@ -600,12 +548,15 @@ def _make_current(self: ForkLocal) -> None:
             if type(self).__init__ is not object.__init__:
                 args, kwargs = _get_args(self)
                 type(self).__init__(self, *args, **kwargs)
-            _set_stamp(self, current_generation)
         except BaseException:
             _setattr(self, "__dict__", {})  # nothing half-built survives; the next touch retries
             raise
         finally:
             _renewing.discard(key)
+        # Outside the try: an exception (a signal handler's) after this point must not
+        # empty a dict that is complete and current. One landing just before it makes
+        # the next touch run __init__ once more, which is the safe side.
+        _set_stamp(self, current_generation)
 
 
 def _rebuild_forklocal(

@@ -45,8 +45,8 @@ from typing import Any
 import pytest
 
 import inherit
+from inherit.backends import map_private
 from inherit.backends import minherit as minherit_module
-from inherit.backends._base import map_private
 from inherit.backends.minherit import ZERO, MinheritBackend
 from support import build_shared_library, run_python
 

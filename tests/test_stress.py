@@ -509,7 +509,7 @@ def _slab_census() -> dict[str, int]:
     with _runtime.lock:
         arenas = list(_region._zero_arenas.values())
         return {
-            "live_slots": sum(a.capacity - len(a.free) for a in arenas if a.key is not None),
+            "live_slots": sum(a.in_use for a in arenas if a.key is not None),
             "large": sum(1 for a in arenas if a.key is None),
         }
 
@@ -526,11 +526,11 @@ def _slab_problems() -> list[str]:
                 problems.append(f"slot {slot}: an arena is listed twice as available")
             for arena in pool:
                 free = arena.free
-                if not free:
+                if not free and arena.fresh >= arena.size:
                     problems.append(f"slot {slot}: a full arena is listed as available")
                 if len(set(free)) != len(free):
                     problems.append(f"slot {slot}: a slot is free twice")
-                if any(off % arena.slot or not 0 <= off < arena.capacity * arena.slot for off in free):
+                if any(off % arena.slot or not 0 <= off < arena.fresh for off in free):
                     problems.append(f"slot {slot}: a free offset is out of place")
                 for off in free:
                     if any(arena.mem[off : off + arena.slot]):

@@ -72,3 +72,53 @@ def test_an_interrupted_callback_does_not_cancel_the_later_ones(backend: str) ->
     assert all(ran[:1] == ["first"] for ran in out.values()), out
     missed = {route: ran for route, ran in out.items() if ran.count("reconnect") != 1}
     assert not missed, f"reconnect did not run exactly once: {missed}"
+
+
+FORKING_CALLBACK = r"""
+read_end, write_end = os.pipe()
+spawned = []
+
+@inherit.after_fork
+def start_helper():  # starts a helper process of its own, as sidecar-starting code does
+    if not spawned:
+        spawned.append(os.getpid())
+        pid = os.fork()
+        if pid:
+            os.waitpid(pid, 0)
+
+counts = {}
+
+@inherit.after_fork
+def reconnect():
+    counts[os.getpid()] = counts.get(os.getpid(), 0) + 1
+    os.write(write_end, (json.dumps([os.getpid(), counts[os.getpid()]]) + "\n").encode())
+
+def child():
+    inherit.generation()
+    return os.getpid()
+
+out["child"] = run_in_child(child, route="libc.fork", timeout=30)
+os.close(write_end)
+data = b""
+while True:
+    chunk = os.read(read_end, 65536)
+    if not chunk:
+        break
+    data += chunk
+runs = {}
+for line in data.decode().splitlines():
+    pid, count = json.loads(line)
+    runs[str(pid)] = max(runs.get(str(pid), 0), count)
+out["runs"] = runs
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a process forked from inside a callback runs every callback itself, then resumes its "
+    "parent's loop and runs the remaining ones again",
+)
+def test_a_process_forked_from_a_callback_runs_each_callback_once(backend: str) -> None:
+    out = run_case(FORKING_CALLBACK, env={"INHERIT_BACKEND": backend}, timeout=120)
+    assert len(out["runs"]) == 2, f"expected the child and its helper: {out}"
+    assert all(count == 1 for count in out["runs"].values()), f"reconnect ran more than once: {out['runs']}"

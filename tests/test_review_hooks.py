@@ -1,10 +1,13 @@
-"""Review: an interrupt during one ``after_fork`` callback must not cancel the others.
+"""Review: ``after_fork`` callbacks run exactly once in every new process, whatever happens in one.
 
 The callbacks run once per new process, after the state is published. One that
 raises an ``Exception`` is reported and the rest still run, but a signal
 handler's exception (KeyboardInterrupt, a SIGTERM handler's SystemExit, an alarm
 timeout) stops the loop, and since the new process is already settled, the
 remaining callbacks never run there: a worker keeps the parent's connections.
+And a callback that forks (to start a helper process) leaves the loop running in
+the helper, which has already run every callback through its own detection: the
+callbacks after it run twice there.
 """
 
 from __future__ import annotations

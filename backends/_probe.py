@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 NEGATIVE_TTL = 600.0  # seconds a definite negative verdict is reused
 _NESTED = "_INHERIT_PROBE_HELPER"
 _SENTINEL = b"\xa5\x5a\xc3\x3c" * 4
@@ -81,27 +81,18 @@ def _report(ok: bool, detail: str, *, definite: bool) -> None:
 
 
 def confinement() -> str:
-    """What confines this process, as far as a verdict depends on it."""
+    """What confines this process, as far as a verdict depends on it.
+
+    Read from /proc/self/status only. Where /proc is hidden the answer is
+    "unknown": prctl(PR_GET_SECCOMP) cannot stand in, since the filter it would
+    detect can fake its answer.
+    """
     if not sys.platform.startswith("linux"):
         return "none"
     from .madvise import seccomp_mode
 
     mode = seccomp_mode()
-    if mode is None:
-        mode = _prctl_seccomp_mode()
     return f"seccomp={'unknown' if mode is None else mode}"
-
-
-def _prctl_seccomp_mode() -> int | None:
-    """prctl(PR_GET_SECCOMP) where /proc is hidden (needs cffi; None without it)."""
-    try:
-        from .._native import ffi
-
-        lib: Any = ffi.dlopen(None)  # declared in tools/gen_native.py's cdef
-        mode = int(lib.prctl(21, ffi.cast("unsigned long", 0)))  # PR_GET_SECCOMP
-    except Exception:  # no cffi here (a subinterpreter, say), or no prctl symbol
-        return None
-    return mode if mode >= 0 else None
 
 
 def trusts_cached_positive(confined: str) -> bool:
@@ -109,9 +100,11 @@ def trusts_cached_positive(confined: str) -> bool:
 
 
 def cache_key(name: str, confined: str) -> str:
-    """Everything that could change the verdict: OS release, machine, binary, preloads, confinement."""
-    import hashlib  # only here: importing it breaks isolated subinterpreters on some 3.12 releases
+    """Everything that could change the verdict: OS release, machine, binary, preloads, confinement.
 
+    The whole key is stored in the verdict file and compared on reading; its CRC only names the
+    file. No hashlib: importing it aborts isolated subinterpreters on some 3.12 releases.
+    """
     exe = os.path.realpath(sys.executable)
     try:
         st = os.stat(exe)
@@ -134,7 +127,13 @@ def cache_key(name: str, confined: str) -> str:
         os.environ.get("LD_LIBRARY_PATH", ""),
         sorted((k, v) for k, v in os.environ.items() if k.startswith("_INHERIT_TEST_")),
     ]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return json.dumps(parts)
+
+
+def cache_file_name(name: str, key: str) -> str:
+    from binascii import crc32
+
+    return f"verdict-{name}-{crc32(key.encode()):08x}.json"
 
 
 def cache_dir() -> Path | None:
@@ -226,7 +225,7 @@ def fork_probe(name: str, timeout: float = 20.0) -> tuple[bool, Verification]:
     confined = confinement()
     key = cache_key(name, confined)
     directory = cache_dir()
-    path = directory / f"verdict-{name}-{key[:32]}.json" if directory else None
+    path = directory / cache_file_name(name, key) if directory else None
     if path is not None:
         cached = _read_cached(path, key)
         if cached is not None:

@@ -14,9 +14,10 @@ When a new process is detected (the flag reads zero, the PID changed, or
 ``os.fork()``'s child hook ran), the detecting thread:
 
 1. pauses the cyclic GC, so no finalizer runs until the new state is complete;
-2. takes this process's lock: one lock per PID, agreed through an atomic
-   ``dict.setdefault``, so a child never waits for a lock that a vanished thread
-   held at the fork, whatever route made the child;
+2. takes this process's lock: one per (PID, lock word in the flag page), agreed
+   through an atomic ``dict.setdefault``; the word reads zero in a child, so a child
+   never waits for a lock that a vanished thread held at the fork, whatever route
+   made it and even with its parent's PID;
 3. re-checks (another thread may have finished), then runs the steps, in order:
    a. draw a fresh, unpredictable generation value;
    b. wipe lazily wiped memory (getpid backend only; the kernel did it otherwise);
@@ -24,10 +25,9 @@ When a new process is detected (the flag reads zero, the PID changed, or
    d. reset the ForkLocal and cache renewal books (instances are stale by
       generation, so nothing is done per instance: O(1) in their number);
    None of them runs user code or drops a reference;
-4. publishes: the generation first, then the flag byte (or the PID of record);
+4. publishes: the lock word, the generation, then the flag byte (or the PID of record);
 5. releases the lock and resumes the GC;
-6. drops the old references it kept, then runs the ``after_fork`` callbacks
-   in registration order.
+6. runs the ``after_fork`` callbacks in registration order.
 
 Step 3 is restartable: an exception (a signal handler's) anywhere before the
 flag is set leaves nothing published, and the next call starts again. A call
@@ -91,15 +91,15 @@ installed = False
 kernel_wipes = False
 # The lock of the process that published the state above.
 lock = RLock()
-_locks: "dict[int, RLock]" = {}
+# Keyed by (PID, the lock word): the word is in the flag page, so a child made by any route
+# reads 0 there and never finds a lock of its parent's, even with its parent's PID.
+_locks: "dict[tuple[int, int], RLock]" = {}
 
 _selection: "Selection | None" = None  # what backends.select() chose
 _gc_isenabled = gc.isenabled
 _gc_disable = gc.disable
 _gc_enable = gc.enable
 
-# References the new-process steps set aside, dropped once the new state is published.
-_dropped: "list[object]" = []
 # What a child inherited from its ancestors (ForkLocal attributes, cached values): kept
 # unreachable and never finalized here, because finalizers could close a connection
 # that the parent still uses. Their pages stay shared copy-on-write.
@@ -135,11 +135,16 @@ is_owned: "Callable[[RLock], bool]" = RLock._is_owned  # type: ignore[attr-defin
 
 def lock_for_this_pid() -> RLock:
     """This process's lock. A child never meets its parent's, so none is inherited held."""
-    pid = _getpid()
-    mine = _locks.get(pid)
+    key = (_getpid(), _lock_word())
+    mine = _locks.get(key)
     if mine is None:
-        mine = _locks.setdefault(pid, RLock())
+        mine = _locks.setdefault(key, RLock())
     return mine
+
+
+def _lock_word() -> int:
+    """The word published beside the flag (0 in a new process): part of the lock's key."""
+    return int.from_bytes(flag[8:16], "little") if kernel_wipes else 0
 
 
 def settle() -> None:
@@ -154,11 +159,15 @@ def _detect() -> int:
     try:
         if pause:
             _gc_disable()
-        mine = lock_for_this_pid()
-        if is_owned(mine):
-            raise RuntimeError(REENTERED)
-        with mine:
-            new_process = _detect_locked(mine)
+        while True:
+            mine = lock_for_this_pid()
+            if is_owned(mine):
+                raise RuntimeError(REENTERED)
+            with mine:
+                if lock_for_this_pid() is not mine:
+                    continue  # the lock word was published while this thread waited: use its lock
+                new_process = _detect_locked(mine)
+            break
     finally:
         if pause:
             _gc_enable()
@@ -192,7 +201,11 @@ def _publish(mine: RLock) -> None:
     for step in _steps:
         step()
     pid = _getpid()
-    _locks = {pid: mine}
+    if kernel_wipes:
+        # The lock word first, then the dict: a thread that read the old word and finds no
+        # lock for it makes one, sees that it is not the current lock, and retries (_detect).
+        flag[8:16] = generation.to_bytes(8, "little")  # nonzero: the generation never is 0
+    _locks = {(pid, _lock_word()): mine}
     lock = mine
     current_generation = generation
     if _accel is not None:
@@ -216,7 +229,6 @@ def _fresh_generation(old: int) -> int:
 
 
 def _after_publish() -> None:
-    _dropped.clear()
     _run_hooks()
 
 
@@ -267,10 +279,12 @@ def backend_name() -> str:
 def _specialize_for_getpid() -> None:
     """Give the hot paths their getpid bodies: one PID compare, no flag read that is always zero."""
     for function, variant in _GETPID_VARIANTS:
-        replace = {"co_name": function.__code__.co_name}
-        if sys.version_info >= (3, 11):
-            replace["co_qualname"] = function.__code__.co_qualname
-        function.__code__ = variant.__code__.replace(**replace)
+        _swap_body(function, variant.__code__)
+    for wrapper_ref, code in _cache_bodies:
+        wrapper = wrapper_ref()
+        if wrapper is not None:
+            _swap_body(wrapper, code)
+    _cache_bodies.clear()
 
 
 # -- the only at-fork registration ---------------------------------------------------------------------
@@ -280,8 +294,13 @@ def _at_fork_in_child() -> None:
     global pid_of_record
     if not installed:
         return  # never choose a backend in a fork hook: that may fork
-    if not kernel_wipes:
-        pid_of_record = -1  # a fork even when the PID is the parent's (PID namespaces)
+    # A new process, whatever the flag says (a verification that was fooled) and even
+    # with the parent's PID (PID namespaces): nothing published belongs to it.
+    _locks.clear()  # only this thread survived: no lock of the parent's may be waited for
+    if kernel_wipes:
+        flag[0] = 0
+    else:
+        pid_of_record = -1
         if _accel is not None:
             _accel.publish(current_generation, -1)
     try:
@@ -408,6 +427,10 @@ def after_fork(fn: "Callable[[], object] | None" = None, /, *, weak: bool = Fals
 
 
 def _run_hooks() -> None:
+    """Every callback once. An exception is reported, or, if it is not an Exception (a signal
+    handler's KeyboardInterrupt, SystemExit), re-raised once the others have run."""
+    started = current_generation
+    pending: "BaseException | None" = None
     for handle in tuple(_hooks):
         if handle.cancelled:
             continue
@@ -419,6 +442,14 @@ def _run_hooks() -> None:
             callback()
         except Exception as exc:
             _report(exc, "Exception ignored in inherit.after_fork callback", callback)
+        except BaseException as exc:
+            if pending is None:
+                pending = exc
+        if generation() != started:
+            # The callback forked and this is the new process: its own detection ran every callback.
+            break
+    if pending is not None:
+        raise pending
 
 
 # -- ForkLocal -----------------------------------------------------------------------------------------
@@ -699,8 +730,9 @@ class Random(_Base):
     ``random.Random(42)``. ``seed()`` or ``seed(None)`` turns reseeding on again.
     """
 
-    _inherit_auto: bool
-    _inherit_stamp: object
+    # Class defaults: a subclass whose __init__ skips super().__init__() still reseeds.
+    _inherit_auto: bool = True
+    _inherit_stamp: object = None
 
     def __init_subclass__(cls, /, **kwargs: "Any") -> None:
         _load_random()
@@ -854,7 +886,7 @@ def per_process_cache(maxsize: "Any" = 128, typed: bool = False) -> "Any":
         if maxsize < 0:
             maxsize = 0
     elif callable(maxsize) and isinstance(typed, bool):
-        return _cached(maxsize, 128, False)
+        return _cached(maxsize, 128, typed)
     elif maxsize is not None:
         raise TypeError("Expected first argument to be an integer, a callable, or None")
 
@@ -872,39 +904,56 @@ def _cached(user_function: "Any", maxsize: "int | None", typed: bool) -> "Any":
     if _accel is not None:
         return _accelerated_cache(functools, lru, user_function, maxsize, typed)
     cached = lru(user_function)
-    stamp = generation()
-    getpid_backend = not kernel_wipes
+    # None until the first call: decorating (at import time, usually) chooses no backend.
+    stamp: object = None
 
     def current() -> "Any":
         nonlocal cached, stamp
         now = generation()
         if stamp is not now:
             with _renew_lock:
-                if stamp is not now:
+                if stamp is None:
+                    stamp = now  # the first call: the cache made at decoration is this process's
+                elif stamp is not now:
                     _inherited.append(cached)
                     cached = lru(user_function)
                     stamp = now
         return cached
 
-    if getpid_backend:
+    def wrapper(*args: "Any", **kwargs: "Any") -> "Any":
+        if flag[0] and stamp is current_generation:
+            return cached(*args, **kwargs)
+        return current()(*args, **kwargs)
 
-        def wrapper(*args: "Any", **kwargs: "Any") -> "Any":
-            if _getpid() == pid_of_record and stamp is current_generation:
-                return cached(*args, **kwargs)
-            return current()(*args, **kwargs)
-
-    else:
-
-        def wrapper(*args: "Any", **kwargs: "Any") -> "Any":
-            if flag[0] and stamp is current_generation:
-                return cached(*args, **kwargs)
-            return current()(*args, **kwargs)
+    def wrapper_getpid(*args: "Any", **kwargs: "Any") -> "Any":
+        if _getpid() == pid_of_record and stamp is current_generation:
+            return cached(*args, **kwargs)
+        return current()(*args, **kwargs)
 
     functools.update_wrapper(wrapper, user_function)
     wrapper.cache_info = lambda: current().cache_info()  # type: ignore[attr-defined]
     wrapper.cache_clear = lambda: current().cache_clear()  # type: ignore[attr-defined]
     wrapper.cache_parameters = lambda: {"maxsize": maxsize, "typed": typed}  # type: ignore[attr-defined]
+    if not installed:
+        from _weakref import ref
+
+        _cache_bodies.append((ref(wrapper), wrapper_getpid.__code__))
+    elif not kernel_wipes:
+        _swap_body(wrapper, wrapper_getpid.__code__)
     return wrapper
+
+
+# Pure-Python cache wrappers made before the backend was chosen, and their getpid bodies.
+_cache_bodies: "list[tuple[Callable[[], Any], Any]]" = []
+
+
+def _swap_body(function: "Any", code: "Any") -> None:
+    """Give ``function`` the body ``code`` (same closure), keeping its names."""
+    assert code.co_freevars == function.__code__.co_freevars
+    replace = {"co_name": function.__code__.co_name}
+    if sys.version_info >= (3, 11):
+        replace["co_qualname"] = function.__code__.co_qualname
+    function.__code__ = code.replace(**replace)
 
 
 def _accelerated_cache(
@@ -916,12 +965,15 @@ def _accelerated_cache(
         now = generation()
         if wrapper._stamp is not now:
             with _renew_lock:
-                if wrapper._stamp is not now:
+                if wrapper._stamp is None:
+                    wrapper._stamp = now  # the first call: the decoration's cache is this process's
+                elif wrapper._stamp is not now:
                     _inherited.append(wrapper._cached)
                     wrapper._cached = lru(user_function)
                     wrapper._stamp = now
 
-    wrapper = _accel.CachedFunction(lru(user_function), generation(), renew)
+    # Stamp None until the first call: decorating chooses no backend.
+    wrapper = _accel.CachedFunction(lru(user_function), None, renew)
 
     def current() -> "Any":
         renew(wrapper)

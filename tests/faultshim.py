@@ -12,6 +12,9 @@ shim reads its instructions from the environment of the process it is loaded in:
     Let this many WIPEONFORK calls through before the fault starts (default 0).
 ``INHERIT_FAULT_PROC``
     ``ENOENT`` or ``EACCES``: opening anything under /proc/self/ fails so.
+``INHERIT_FAULT_PROC_ONLY``
+    With ``INHERIT_FAULT_PROC``: only this file under /proc/self/ fails (``smaps``, say), so
+    the rest of /proc (the seccomp status in ``status``) stays readable.
 """
 
 from __future__ import annotations
@@ -67,7 +70,11 @@ int madvise(void *addr, size_t len, int advice) {
 
 static int proc_blocked(const char *path) {
     int err = errno_named(getenv("INHERIT_FAULT_PROC"));
-    if (err && path && !strncmp(path, "/proc/self/", 11)) { errno = err; return 1; }
+    const char *only = getenv("INHERIT_FAULT_PROC_ONLY");
+    if (err && path && !strncmp(path, "/proc/self/", 11) && (!only || !strcmp(path + 11, only))) {
+        errno = err;
+        return 1;
+    }
     return 0;
 }
 

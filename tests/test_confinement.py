@@ -41,14 +41,14 @@ def _run(tmp_path: Path, *, rules: tuple[str, ...] = (), hide_proc: bool = False
 
 
 def test_a_cached_verdict_does_not_cross_into_a_seccomp_filter(tmp_path: Path) -> None:
-    """One cache, /proc hidden: a positive verdict recorded unconfined is not trusted under a
-    filter that fakes MADV_WIPEONFORK; the probe runs there again and says no."""
-    free = _run(tmp_path, hide_proc=True)
-    assert free["selection"]["backend"] == "madvise", free["selection"]
-    assert free["selection"]["verification"] == "fork probe", free["selection"]
-    assert free["selection"]["cache"], "the unconfined verdict was not cached"
-    again = _run(tmp_path, hide_proc=True)
-    assert again["selection"]["verification"].startswith("fork probe (cached"), again["selection"]
+    """One cache, /proc hidden: nothing says whether a filter could fake the probe, so a positive
+    verdict is never cached there; under a filter that fakes MADV_WIPEONFORK the probe says no."""
+    for _ in range(2):
+        free = _run(tmp_path, hide_proc=True)
+        assert free["selection"]["backend"] == "madvise", free["selection"]
+        assert free["selection"]["verification"] == "fork probe", free["selection"]
+        assert free["selection"]["cache"] is None, "a positive verdict was cached without /proc"
+    assert not list(tmp_path.rglob("verdict-*.json"))
 
     faked = _run(tmp_path, hide_proc=True, rules=(FAKE_WIPEONFORK,))
     assert faked["selection"]["backend"] == "getpid", faked["selection"]

@@ -220,6 +220,11 @@ def proc_env(proc: str, cache: Path, site: Path | None = None, **faults: str) ->
     return env
 
 
+def smaps_hidden(cache: Path, site: Path | None = None) -> dict[str, str]:
+    """Only smaps unreadable: the fork probe decides, and its positive verdict may be cached."""
+    return proc_env("ENOENT", cache, site, proc_only="smaps")
+
+
 PROBE_BODY = """
 out["file"] = inherit.__file__
 out["selection"] = selection()
@@ -246,13 +251,34 @@ def test_hidden_proc_in_this_environment(proc: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("proc", ["ENOENT", "EACCES"])
-def test_hidden_proc_uses_the_fork_probe_and_caches_it(
+def test_hidden_proc_uses_the_fork_probe_and_never_trusts_a_cached_positive(
     proc: str, tmp_path: Path, installed_copy: Path
 ) -> None:
-    """The probe gives the host's verdict, caches it, and the next process reuses it."""
+    """No /proc: nothing says whether a seccomp filter could fake the probe, so every process probes."""
     first = run_case(PROBE_BODY, proc_env(proc, tmp_path, installed_copy))
     assert first["file"].startswith(str(installed_copy)), first["file"]
     second = run_case(PROBE_BODY, proc_env(proc, tmp_path, installed_copy))
+    for result in (first, second):
+        assert_children_clean(result["children"])
+        assert result["intact"]
+        assert result["selection"]["backend"] == host_backend(), result["selection"]
+        if host_backend() == "madvise":
+            assert result["selection"]["verification"] == "fork probe", result["selection"]
+            assert result["selection"]["cache"] is None, result["selection"]
+            assert "not cached: seccomp=unknown" in result["selection"]["verification_detail"]
+    assert not list(tmp_path.rglob("verdict-*.json")), "a positive verdict was cached without /proc"
+    report(
+        f"proc={proc} (installed layout)",
+        f"{first['selection']['backend']} via {first['selection']['verification']} in each process; "
+        "children read 0 stale bytes",
+    )
+
+
+def test_unreadable_smaps_uses_the_fork_probe_and_caches_it(tmp_path: Path, installed_copy: Path) -> None:
+    """smaps hidden, the seccomp status readable: the probe decides, and the next process reuses it."""
+    env = proc_env("ENOENT", tmp_path, installed_copy, proc_only="smaps")
+    first = run_case(PROBE_BODY, env)
+    second = run_case(PROBE_BODY, env)
     for result in (first, second):
         assert_children_clean(result["children"])
         assert result["intact"]
@@ -263,7 +289,7 @@ def test_hidden_proc_uses_the_fork_probe_and_caches_it(
         cache = Path(second["selection"]["cache"])
         assert cache.is_relative_to(tmp_path) and json.loads(cache.read_text())["ok"] is True
     report(
-        f"proc={proc} (installed layout)",
+        "smaps hidden (installed layout)",
         f"{first['selection']['backend']} via {first['selection']['verification']}, then via "
         f"{second['selection']['verification']}; children read 0 stale bytes",
     )
@@ -285,12 +311,12 @@ def test_hidden_proc_and_ignored_advice_gives_a_negative_probe(tmp_path: Path, i
     )
 
 
-# -- corrupt or unwritable verdict cache (with /proc hidden) --------------------
+# -- corrupt or unwritable verdict cache (with smaps hidden) --------------------
 
 
 def _verdict_file(cache: Path, site: Path) -> Path:
     """Populate the cache once and return the verdict file the probe wrote."""
-    run_case("out['s'] = selection()", proc_env("ENOENT", cache, site))
+    run_case("out['s'] = selection()", smaps_hidden(cache, site))
     files = sorted((cache / "inherit").glob("verdict-*.json"))
     assert len(files) == 1, files
     return files[0]
@@ -316,7 +342,7 @@ def test_corrupt_verdict_is_ignored_and_rewritten(kind: str, tmp_path: Path, ins
     if data is None:
         data = json.dumps({"key": good["key"], "ok": "yes", "detail": 7}).encode()
     path.write_bytes(data)
-    result = run_case(PROBE_BODY, proc_env("ENOENT", cache, installed_copy))
+    result = run_case(PROBE_BODY, smaps_hidden(cache, installed_copy))
     sel = result["selection"]
     assert sel["backend"] == host_backend(), sel
     assert sel["verification"] == "fork probe", f"the damaged verdict was used: {sel}"
@@ -342,7 +368,7 @@ def test_verdict_cache_of_the_wrong_type(kind: str, tmp_path: Path, installed_co
     else:
         cache.write_text("not a directory")
     for _ in range(2):
-        result = run_case(PROBE_BODY, proc_env("ENOENT", cache, installed_copy))
+        result = run_case(PROBE_BODY, smaps_hidden(cache, installed_copy))
         sel = result["selection"]
         assert sel["backend"] == host_backend(), sel
         assert sel["verification"] == "fork probe" and sel["cache"] is None, sel
@@ -387,7 +413,7 @@ def test_read_only_cache_dir(with_garbage: bool, tmp_path: Path, installed_copy:
     before = sorted(p.name for p in (cache / "inherit").iterdir())
     proc = run_python(
         case_script(READ_ONLY + PROBE_BODY),
-        env={"INHERIT_BACKEND": "", **proc_env("ENOENT", cache, installed_copy)},
+        env={"INHERIT_BACKEND": "", **smaps_hidden(cache, installed_copy)},
     )
     if proc.stdout.startswith("SKIP"):
         pytest.skip(proc.stdout.strip()[5:])

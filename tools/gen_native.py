@@ -15,12 +15,10 @@ from pathlib import Path
 
 import cffi
 
-# Only what a backend or the secret-page code calls: minherit (BSDs), mlock, and
-# prctl(PR_GET_SECCOMP) for the probe's cache key where /proc is hidden.
+# Only what a backend or the secret-page code calls: minherit (BSDs) and mlock.
 CDEF = """
 int minherit(void *addr, size_t len, int inherit);
 int mlock(const void *addr, size_t len);
-int prctl(int option, ...);
 """
 
 TARGET = Path(__file__).resolve().parent.parent / "inherit" / "_native.py"

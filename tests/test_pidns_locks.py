@@ -1,13 +1,11 @@
-"""Review: the per-PID lock when a child gets its parent's PID (PID 1 forking into a new namespace).
+"""The process lock when a child gets its parent's PID (PID 1 forking into a new namespace).
 
-The runtime agrees on one lock per PID, so that a child never meets a lock a
-vanished thread held at the fork. A child with its parent's PID finds the
-parent's lock under its own PID, and if another thread held it at the fork (it
-was settling a fork or updating the slab's books), the child waits for ever:
-for ``os.fork()`` inside the at-fork hook, before ``os.fork()`` even returns.
-docs/security.md says the locks "move on to a fresh lock in a child or when the
-holder no longer exists"; nothing checks the holder. The other thread is held
-inside detection by slowing one step down, as tests/test_reentrance.py does.
+Locks are keyed by the PID and by a word in the flag page that reads zero in
+every child, so a child with its parent's PID must still not find the parent's
+lock: if another thread held it at the fork (it was settling a fork or updating
+the slab's books), the child would wait for ever, for ``os.fork()`` inside the
+at-fork hook, before ``os.fork()`` even returns. The other thread is held inside
+detection by slowing one step down, as tests/test_reentrance.py does.
 """
 
 from __future__ import annotations
@@ -63,11 +61,6 @@ print(json.dumps({"pid": os.getpid(), "child": answer}))
 
 
 @pytest.mark.parametrize("route", ["os.fork", "libc.fork"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="lock_for_this_pid() hands a same-PID child its parent's lock, held by a thread that "
-    "did not survive the fork",
-)
 def test_a_child_with_its_parents_pid_does_not_wait_for_a_vanished_thread(route: str) -> None:
     unshare = shutil.which("unshare")
     if unshare is None:

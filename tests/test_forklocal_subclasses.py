@@ -1,15 +1,14 @@
-"""Review: ForkLocal subclasses that slip past the checks made at class creation.
+"""ForkLocal subclasses that try to slip past the rules.
 
-The checks (no ``__slots__``, no ``__getattribute__``/``__setattr__``/``__delattr__``
-override, ``__init__`` wrapped so its arguments are recorded) run in
-``ForkLocal.__init_subclass__``. A base class whose ``__init_subclass__`` does not
-call ``super()`` skips them for every class below it, and nothing checks a hook
-assigned to the class after it was made, or an ``__init__`` that comes from a
-plain mixin. Then a child reads the parent's attribute values, loses its own
-writes, or re-runs ``__init__`` with the wrong arguments. Each case forks for
-real, by ``fork()`` from C and by a raw ``clone``. Last, a renewal cut short by a
-signal handler's exception at the wrong instant leaves the instance empty for good
-(what makes tests/test_reentrance.py's SIGTERM test fail now and then).
+The rules (no ``__slots__``, no ``__getattribute__``/``__setattr__``/``__delattr__``
+override, ``__init__``'s arguments recorded for the rerun) are enforced by
+ForkLocal's metaclass, so they hold for a base whose ``__init_subclass__`` does not
+call ``super()``, for a hook assigned to the class after it was made, and for an
+``__init__`` that comes from a plain mixin or is assigned later. Otherwise a child
+would read the parent's attribute values, lose its own writes, or re-run
+``__init__`` with the wrong arguments. Each case forks for real, by ``fork()`` from
+C and by a raw ``clone``. Last, a renewal cut short by a signal handler's exception
+at any instant is retried, never left empty.
 """
 
 from __future__ import annotations
@@ -79,11 +78,6 @@ for make in (forgets_super_then_getattribute, forgets_super_then_slots, getattri
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the subclass checks live in __init_subclass__ only: a base that skips super() or a hook "
-    "assigned after class creation bypasses fork detection",
-)
 def test_no_subclass_reads_the_parents_attributes_in_a_child(backend: str) -> None:
     out = run_case(BYPASSES, env={"INHERIT_BACKEND": backend}, timeout=120)
     assert len(out) == 4, out
@@ -150,11 +144,6 @@ for make in (init_from_a_mixin, init_from_a_later_mixin, init_assigned_later, ba
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="arguments are recorded by ForkLocal.__new__ or a wrapper installed by __init_subclass__; "
-    "an __init__ from a mixin or assigned later, under a __new__ override, is re-run without them",
-)
 def test_init_is_rerun_with_the_original_arguments_whatever_defines_it(backend: str) -> None:
     out = run_case(LOST_ARGUMENTS, env={"INHERIT_BACKEND": backend}, timeout=120)
     assert len(out) == 4, out
@@ -218,11 +207,6 @@ out.update({route: run_in_child(child, route=route, timeout=120) for route in ("
 @pytest.mark.skipif(
     sys.version_info < (3, 11),
     reason="CPython 3.10 itself dies of SIGALRM under this interrupt rate, with or without the library",
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="_make_current() sets the stamp inside its try block; an interrupt after that clears the "
-    "new __dict__ but leaves the instance marked current, so it stays empty for good",
 )
 def test_an_interrupted_renewal_is_retried_not_left_empty(backend: str) -> None:
     """A worker interrupted (SIGTERM, SIGINT) while its first touch of a ForkLocal re-runs

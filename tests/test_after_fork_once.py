@@ -1,13 +1,12 @@
-"""Review: ``after_fork`` callbacks run exactly once in every new process, whatever happens in one.
+"""``after_fork`` callbacks run exactly once in every new process, whatever happens in one.
 
-The callbacks run once per new process, after the state is published. One that
-raises an ``Exception`` is reported and the rest still run, but a signal
+One that raises an ``Exception`` is reported and the rest still run. A signal
 handler's exception (KeyboardInterrupt, a SIGTERM handler's SystemExit, an alarm
-timeout) stops the loop, and since the new process is already settled, the
-remaining callbacks never run there: a worker keeps the parent's connections.
-And a callback that forks (to start a helper process) leaves the loop running in
-the helper, which has already run every callback through its own detection: the
-callbacks after it run twice there.
+timeout) inside one must not stop the others either: the process is already
+settled, so a callback skipped then would never run there, and a worker would keep
+the parent's connections. And a callback that forks (to start a helper process)
+must not make the callbacks after it run twice in the helper, which ran every
+callback through its own detection.
 """
 
 from __future__ import annotations
@@ -64,11 +63,6 @@ for route in ROUTES:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_run_hooks() stops at a BaseException and the process is already settled, so the "
-    "remaining callbacks never run there",
-)
 def test_an_interrupted_callback_does_not_cancel_the_later_ones(backend: str) -> None:
     out = run_case(CASE, env={"INHERIT_BACKEND": backend}, timeout=120)
     assert out, "no route ran"
@@ -116,11 +110,6 @@ out["runs"] = runs
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a process forked from inside a callback runs every callback itself, then resumes its "
-    "parent's loop and runs the remaining ones again",
-)
 def test_a_process_forked_from_a_callback_runs_each_callback_once(backend: str) -> None:
     out = run_case(FORKING_CALLBACK, env={"INHERIT_BACKEND": backend}, timeout=120)
     assert len(out["runs"]) == 2, f"expected the child and its helper: {out}"

@@ -1,10 +1,10 @@
-"""Review: where ``inherit.Random`` and ``per_process_cache`` are not the drop-ins they claim to be.
+"""``inherit.Random`` and ``per_process_cache`` as drop-ins for what they replace.
 
 ``random.Random`` seeds itself in ``__new__``, so a subclass whose ``__init__``
 does not call ``super().__init__()`` still works; an ``inherit.Random`` subclass
-written the same way raises AttributeError on every draw. And
-``functools.lru_cache(func, True)`` honours ``typed``, which
-``per_process_cache(func, True)`` drops.
+written the same way must draw (and reseed in a child) too. And
+``functools.lru_cache(func, True)`` honours ``typed``, so
+``per_process_cache(func, True)`` must as well.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ import inherit
 from inherit.testing import run_in_child
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_inherit_stamp and _inherit_auto are set only by seed(), which such a subclass never calls",
-)
 def test_a_random_subclass_that_skips_super_init_draws_and_reseeds() -> None:
     class Plain(random.Random):
         def __init__(self, scale: float) -> None:
@@ -39,7 +35,6 @@ def test_a_random_subclass_that_skips_super_init_draws_and_reseeds() -> None:
     assert child != [rng.random() for _ in range(4)], "the child repeated the parent's stream"
 
 
-@pytest.mark.xfail(strict=True, reason="per_process_cache(func, typed) ignores typed")
 def test_decorating_directly_with_typed_matches_lru_cache() -> None:
     def ident(x: object) -> object:
         return x

@@ -27,7 +27,6 @@ from . import PAGE_SIZE, Verification, describe_oserror
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Any
 
 PROBE_VERSION = 3
 NEGATIVE_TTL = 600.0  # seconds a definite negative verdict is reused

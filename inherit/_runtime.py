@@ -430,7 +430,7 @@ def _run_hooks() -> None:
     """Every callback once. An exception is reported, or, if it is not an Exception (a signal
     handler's KeyboardInterrupt, SystemExit), re-raised once the others have run."""
     started = current_generation
-    pending: "BaseException | None" = None
+    pending: BaseException | None = None
     for handle in tuple(_hooks):
         if handle.cancelled:
             continue

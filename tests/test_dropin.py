@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import random
 
-import pytest
-
 import inherit
 from inherit.testing import run_in_child
 

@@ -18,8 +18,16 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
+#include <stddef.h>
 #include <unistd.h>
+
+/* Member types: public in Python.h from 3.12; structmember.h's old names before. */
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
 
 /* -- state published by the runtime ---------------------------------------------------------- */
 
@@ -210,10 +218,10 @@ forklocal_dealloc(ForkLocalObject *self)
 }
 
 static PyMemberDef forklocal_members[] = {
-    {"_forklocal_stamp", T_OBJECT_EX, offsetof(ForkLocalObject, stamp), 0, NULL},
-    {"_forklocal_args", T_OBJECT_EX, offsetof(ForkLocalObject, args), 0, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(ForkLocalObject, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(ForkLocalObject, weakreflist), READONLY, NULL},
+    {"_forklocal_stamp", Py_T_OBJECT_EX, offsetof(ForkLocalObject, stamp), 0, NULL},
+    {"_forklocal_args", Py_T_OBJECT_EX, offsetof(ForkLocalObject, args), 0, NULL},
+    {"__dictoffset__", Py_T_PYSSIZET, offsetof(ForkLocalObject, dict), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(ForkLocalObject, weakreflist), Py_READONLY, NULL},
     {NULL},
 };
 
@@ -473,10 +481,10 @@ cached_dealloc(CachedObject *self)
 }
 
 static PyMemberDef cached_members[] = {
-    {"_cached", T_OBJECT_EX, offsetof(CachedObject, cached), 0, NULL},
-    {"_stamp", T_OBJECT_EX, offsetof(CachedObject, stamp), 0, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(CachedObject, dict), READONLY, NULL},
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(CachedObject, vectorcall), READONLY, NULL},
+    {"_cached", Py_T_OBJECT_EX, offsetof(CachedObject, cached), 0, NULL},
+    {"_stamp", Py_T_OBJECT_EX, offsetof(CachedObject, stamp), 0, NULL},
+    {"__dictoffset__", Py_T_PYSSIZET, offsetof(CachedObject, dict), Py_READONLY, NULL},
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(CachedObject, vectorcall), Py_READONLY, NULL},
     {NULL},
 };
 
@@ -539,16 +547,15 @@ speedups_exec(PyObject *module)
         }
     }
     PyObject *forklocal = PyType_FromSpec(&forklocal_spec);
-    if (forklocal == NULL || PyModule_AddObject(module, "ForkLocalBase", forklocal) < 0) {
-        Py_XDECREF(forklocal);
+    int failed = forklocal == NULL || PyModule_AddObjectRef(module, "ForkLocalBase", forklocal) < 0;
+    Py_XDECREF(forklocal);
+    if (failed) {
         return -1;
     }
     PyObject *cached = PyType_FromSpec(&cached_spec);
-    if (cached == NULL || PyModule_AddObject(module, "CachedFunction", cached) < 0) {
-        Py_XDECREF(cached);
-        return -1;
-    }
-    return 0;
+    failed = cached == NULL || PyModule_AddObjectRef(module, "CachedFunction", cached) < 0;
+    Py_XDECREF(cached);
+    return failed ? -1 : 0;
 }
 
 static PyModuleDef_Slot speedups_slots[] = {

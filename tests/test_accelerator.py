@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import sys
+import sysconfig
 from typing import Any
 
 import pytest
@@ -27,6 +28,18 @@ needs_accelerator = pytest.mark.skipif(
     not HAVE_ACCELERATOR, reason="inherit._speedups is not built in this install"
 )
 FORCED_PURE = os.environ.get("INHERIT_PURE_PYTHON", "").strip() not in ("", "0")
+
+
+def test_the_accelerator_is_built_where_ci_requires_it() -> None:
+    """CI sets INHERIT_TEST_REQUIRE_ACCELERATOR=1: there a build that fell back to pure Python
+    (auto mode, no compiler) must fail the accelerated environments instead of passing them."""
+    if os.environ.get("INHERIT_TEST_REQUIRE_ACCELERATOR") != "1":
+        pytest.skip("INHERIT_TEST_REQUIRE_ACCELERATOR is not set")
+    if sysconfig.get_config_var("Py_GIL_DISABLED") or sys.implementation.name != "cpython":
+        pytest.skip("the accelerator is built only for CPython with the GIL")
+    assert HAVE_ACCELERATOR, "inherit._speedups was not built: the wheel fell back to pure Python"
+    if not FORCED_PURE:
+        assert _runtime.accelerated, _runtime.accelerator
 
 
 def test_diagnostics_say_which_implementation_runs() -> None:
@@ -305,7 +318,7 @@ base = _speedups.ForkLocalBase()
 attempt("bare base", lambda: base.anything)
 print(json.dumps(out))
 """
-    proc = run_python(code, timeout=60)
+    proc = run_python(code, env={"INHERIT_PURE_PYTHON": "0"}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out == {

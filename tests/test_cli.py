@@ -187,8 +187,12 @@ def test_requested_but_unavailable_backend_exits_1() -> None:
 
 @pytest.mark.linux
 def test_cached_fork_probe_shows_the_cache_location(tmp_path: Path) -> None:
-    """Without /proc the madvise backend is verified by a fork probe whose verdict is cached."""
-    env = {**fault_env(proc="ENOENT"), "XDG_CACHE_HOME": str(tmp_path), "INHERIT_BACKEND": ""}
+    """Without smaps the madvise backend is verified by a fork probe whose verdict is cached."""
+    env = {
+        **fault_env(proc="ENOENT", proc_only="smaps"),
+        "XDG_CACHE_HOME": str(tmp_path),
+        "INHERIT_BACKEND": "",
+    }
     first = run_json(env=env)
     assert first["backend"] == "madvise"
     assert first["verification"] == "fork probe"

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
 PAGE_SIZE = mmap.PAGESIZE
+# Linux gives private anonymous pages back as zeros after MADV_DONTNEED without touching
+# them; elsewhere (the BSDs, macOS) it is only a hint. Mlocked pages refuse it.
+ZEROING_ADVICE: "int | None" = (
+    getattr(mmap, "MADV_DONTNEED", None) if sys.platform.startswith("linux") else None
+)
 
 
 def map_private(size: int, *, conceal: bool = False) -> mmap.mmap:

@@ -39,6 +39,8 @@ ARENA_SIZE = max(64 * 1024, PAGE_SIZE)
 _MAX_SIZE = sys.maxsize // 2
 _CHUNK = 64 * 1024
 _zeros: "list[memoryview]" = []  # one chunk of zeros, made on first use
+# The advice that gives pages back as zeros (backends.ZEROING_ADVICE), looked up on first use.
+_zeroing_advice: "list[int | None]" = []
 
 
 def _slot_table() -> "list[int]":
@@ -76,6 +78,62 @@ def _wipe(view: memoryview, _zeros: "list[memoryview]" = _zeros, _chunk: int = _
         start = end
 
 
+def _wipe_mapping(
+    arena: "Arena",
+    _zeros: "list[memoryview]" = _zeros,
+    _chunk: int = _CHUNK,
+    _zeroing_advice: "list[int | None]" = _zeroing_advice,
+) -> None:
+    """Zero a whole arena without touching pages nobody wrote (no RSS growth, no copy-on-write).
+
+    The advice is only trusted as far as the bytes show: every chunk is then
+    compared with zeros (``mmap.find``: no copy), and any that is not zero is
+    written, so a call that answered "success" and did nothing (a seccomp
+    filter) still ends in zeros. Reading an untouched page maps the shared
+    zero page; it costs no memory.
+    """
+    mem = arena.mem
+    if not _zeroing_advice:
+        try:
+            from .backends import ZEROING_ADVICE
+        except ImportError:  # interpreter shutdown: write the zeros
+            ZEROING_ADVICE = None
+        _zeroing_advice.append(ZEROING_ADVICE)
+    advice = _zeroing_advice[0]
+    if advice is not None and not arena.mlocked:
+        try:
+            mem.madvise(advice)
+        except OSError:  # refused (mlocked, confined): the writes below do it
+            pass
+    if not _zeros:
+        _zeros.append(memoryview(bytes(_chunk)))
+    zeros = _zeros[0]
+    size = len(mem)
+    start = 0
+    while start < size:
+        end = min(start + _chunk, size)
+        needle = zeros if end - start == _chunk else zeros[: end - start]
+        if mem.find(needle, start, end) != start:
+            mem[start:end] = needle
+        start = end
+
+
+def _is_released(view: memoryview) -> bool:
+    try:
+        view.nbytes  # noqa: B018 - raises on a released view
+    except ValueError:
+        return True
+    return False
+
+
+def _wipe_slot(arena: "Arena", offset: int) -> None:
+    """Zero a region's memory through its arena: works after the region's view is released."""
+    if arena.key is None:
+        _wipe_mapping(arena)
+    else:
+        arena.mem[offset : offset + arena.slot] = arena.zeros
+
+
 # -- arenas ---------------------------------------------------------------------------------------
 
 
@@ -89,6 +147,7 @@ class Arena:
         "key",
         "mem",
         "mlocked",
+        "restore_zero",
         "root",
         "secret",
         "size",
@@ -97,7 +156,9 @@ class Arena:
         "zeros",
     )
 
-    def __init__(self, size: int, slot: int, zero: bool, secret: bool, key: "int | None") -> None:
+    def __init__(
+        self, size: int, slot: int, zero: bool, secret: bool, key: "int | None", restore_zero: bool = False
+    ) -> None:
         backend = _rt.selection().backend
         if secret:
             from .backends._secret import map_secret, protect
@@ -125,6 +186,7 @@ class Arena:
         self.slot = slot
         self.key = key  # None: a large region's own mapping
         self.zero = zero
+        self.restore_zero = restore_zero
         self.secret = secret
         # Slots come from ``free`` (given back, already wiped) or, once it is empty,
         # from ``fresh``, the first slot never handed out: no list of every slot.
@@ -143,6 +205,7 @@ class Arena:
 
     def unmap(self) -> None:
         _zero_arenas.pop(id(self), None)
+        _restore_arenas.pop(id(self), None)
         self.root.release()
         self.mem.close()
 
@@ -151,6 +214,8 @@ class Arena:
 _pools: "dict[int, list[Arena]]" = {}
 # Every zero-on-fork arena, for the getpid backend's wipe in a new process.
 _zero_arenas: "dict[int, Arena]" = {}
+# Every arena of regions made with on_restore="zero", for the wipe after a restore.
+_restore_arenas: "dict[int, Arena]" = {}
 # Slots released by finalizers (already wiped), returned by the next slab operation.
 _pending: "list[tuple[Arena, int]]" = []
 # CPython before 3.12.7 crashes when its cyclic GC clears a memoryview that still
@@ -192,7 +257,7 @@ _getrefcount = sys.getrefcount
 _ONLY_OURS = next(_getrefcount(v) for v in [memoryview(b"")])
 
 
-def _take_slot(slot: int, zero: bool, secret: bool) -> "tuple[Arena, int]":
+def _take_slot(slot: int, zero: bool, secret: bool, restore_zero: bool = False) -> "tuple[Arena, int]":
     if not _rt.flag[0]:
         _rt.settle()  # a fork first: the books belong to this process's lock
     if _orphans:
@@ -201,8 +266,8 @@ def _take_slot(slot: int, zero: bool, secret: bool) -> "tuple[Arena, int]":
     if _is_owned(lock):
         # Re-entered from a finalizer or signal handler while this thread holds the
         # lock: the books may be mid-update, so use a mapping of its own instead.
-        return _own_mapping(slot, zero, secret), 0
-    key = slot | zero << 16 | secret << 17
+        return _own_mapping(slot, zero, secret, restore_zero), 0
+    key = slot | zero << 16 | secret << 17 | restore_zero << 18
     with lock:
         if _pending:
             _drain()
@@ -221,47 +286,80 @@ def _take_slot(slot: int, zero: bool, secret: bool) -> "tuple[Arena, int]":
             if not free and arena.fresh >= arena.size:
                 pool.pop()
             return arena, offset
-    arena = Arena(ARENA_SIZE, slot, zero, secret, key)  # outside the lock: syscalls, maybe /proc
+    arena = Arena(
+        ARENA_SIZE, slot, zero, secret, key, restore_zero
+    )  # outside the lock: syscalls, maybe /proc
+    _register(arena)  # first: no slot of it is handed out before the wipes know it
     with lock:
         arena.fresh = slot
         pool = _pools.get(key)
         if pool is None:
             pool = _pools[key] = []
         pool.append(arena)
-        if zero:
-            _zero_arenas[id(arena)] = arena
     return arena, 0
 
 
-def _own_mapping(size: int, zero: bool, secret: bool) -> Arena:
+def _own_mapping(size: int, zero: bool, secret: bool, restore_zero: bool = False) -> Arena:
     rounded = (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
-    arena = Arena(rounded, rounded, zero, secret, None)
-    if zero:
-        _zero_arenas[id(arena)] = arena
+    arena = Arena(rounded, rounded, zero, secret, None, restore_zero)
+    _register(arena)
     return arena
 
 
+def _register(arena: Arena) -> None:
+    if arena.zero:
+        _zero_arenas[id(arena)] = arena
+    if arena.restore_zero:
+        _restore_arenas[id(arena)] = arena
+
+
 def _free_locked(arena: Arena, offset: int) -> None:
-    """Give a wiped slot back (under the lock); unmap an arena nobody uses."""
+    """Give a wiped slot back (under the lock); unmap an arena nobody uses.
+
+    An interrupt between any two steps leaves the books usable: at worst an
+    arena with free slots is missing from its pool until its next free.
+    """
     free = arena.free
     free.append(offset)
     pool = _pools.get(arena.key)  # type: ignore[arg-type]
     if pool is None:
         pool = _pools[arena.key] = []  # type: ignore[index]
-    if len(free) == 1 and arena.fresh >= arena.size:
-        pool.append(arena)  # it was exhausted: available again
     if len(free) * arena.slot == arena.fresh:  # every slot it handed out is back
-        if len(pool) > 1 and arena in pool:
-            pool.remove(arena)
+        if arena in pool:
+            if len(pool) > 1:
+                pool.remove(arena)
+                arena.unmap()
+                return
+        elif pool:
             arena.unmap()
-        else:
-            free.clear()
-            arena.fresh = 0
+            return
+        free.clear()
+        arena.fresh = 0
+    if arena not in pool:
+        pool.append(arena)  # it was exhausted: available again
+
+
+def _free_once(arena: Arena, offset: int) -> None:
+    """``_free_locked`` for a slot that may have been given back already (an interrupted or repeated free)."""
+    if not arena.slot_free(offset):
+        _free_locked(arena, offset)
 
 
 def _drain() -> None:
     while _pending:
-        _free_locked(*_pending.pop())
+        _free_once(*_pending.pop())
+
+
+def _give_back(arena: Arena, offset: int, reentered: bool) -> None:
+    """Free a wiped region's memory: its own mapping, a slot now, or a slot later (``reentered``)."""
+    if arena.key is None:
+        arena.unmap()
+    elif reentered:  # this thread's books may be mid-update: the next slab operation frees it
+        _pending.append((arena, offset))
+    else:
+        _free_locked(arena, offset)
+        if _pending:
+            _drain()
 
 
 def _zeros_for(slot: int) -> bytes:
@@ -271,21 +369,35 @@ def _zeros_for(slot: int) -> bytes:
     return zeros
 
 
-def _release(arena: Arena, offset: int) -> None:
-    """Wipe and free a region's memory (close() and keep_on_fork(); not for finalizers)."""
+def _give_back_once(arena: Arena, offset: int, reentered: bool) -> None:
+    """``_give_back`` for memory that an interrupted call may have given back already."""
     if arena.key is None:
-        _wipe(arena.root)
         arena.unmap()
-        return
-    with _rt.lock:
-        arena.mem[offset : offset + arena.slot] = arena.zeros
-        _free_locked(arena, offset)
-        if _pending:
-            _drain()
+    elif reentered:
+        if (arena, offset) not in _pending:
+            _pending.append((arena, offset))
+    else:
+        with _rt.lock:
+            _free_once(arena, offset)
+            if _pending:
+                _drain()
 
 
-def _release_later(arena: Arena, offset: int) -> None:
+def _retire(arena: Arena, offset: int, reentered: bool) -> None:
+    """Wipe and free memory no region refers to (a slot taken for a move that did not happen)."""
+    try:
+        _wipe_slot(arena, offset)
+        _give_back_once(arena, offset, reentered)
+    except BaseException:  # interrupted: once more, so nothing is left half done
+        _wipe_slot(arena, offset)
+        _give_back_once(arena, offset, reentered)
+        raise
+
+
+def _release_later(arena: Arena, offset: int, wiped: bool = False) -> None:
     """From a finalizer: wipe now; free now unless this thread holds the lock or a fork is unsettled."""
+    if not wiped:  # a dead region's orphaned exports may have written since its death
+        _wipe_slot(arena, offset)
     if arena.key is None:
         _zero_arenas.pop(id(arena), None)
         try:
@@ -293,7 +405,6 @@ def _release_later(arena: Arena, offset: int) -> None:
         except BufferError:  # a view derived from the root still lives: unmapped at its death
             pass
         return
-    arena.mem[offset : offset + arena.slot] = arena.zeros
     lock = _rt.lock
     if _rt.is_owned(lock) or not _rt.published():
         # Mid-update books on this thread, or a lock that detection is about to
@@ -301,7 +412,7 @@ def _release_later(arena: Arena, offset: int) -> None:
         _pending.append((arena, offset))
         return
     with lock:  # held only for a few list operations, never while waiting on this thread
-        _free_locked(arena, offset)
+        _free_once(arena, offset)
         if _pending:
             _drain()
 
@@ -325,9 +436,15 @@ def stats() -> "dict[str, int]":
 
 
 def _wipe_lazily_wiped_memory() -> None:
-    if not _rt.kernel_wipes:  # the kernel did it for kernel backends
+    if _rt.forked and not _rt.kernel_wipes:  # the kernel did it for kernel backends
         for arena in tuple(_zero_arenas.values()):
-            _wipe(arena.root)
+            _wipe_mapping(arena)
+
+
+def _wipe_on_restore() -> None:
+    if _rt.restored:  # a clone of a snapshot: no kernel wipes anything
+        for arena in tuple(_restore_arenas.values()):
+            _wipe_mapping(arena)
 
 
 def _reset_books() -> None:
@@ -337,10 +454,11 @@ def _reset_books() -> None:
     for pool in _pools.values():
         pool[:] = [arena for arena in pool if arena.free or arena.fresh < arena.size]
     while _pending:
-        _free_locked(*_pending.pop())
+        _free_once(*_pending.pop())
 
 
 _rt.add_step("wipe lazily wiped memory", _wipe_lazily_wiped_memory)
+_rt.add_step("wipe memory marked zero on restore", _wipe_on_restore)
 _rt.add_step("reset the slab's books", _reset_books)
 
 
@@ -387,9 +505,13 @@ def _exported(view: memoryview) -> memoryview:
 
 
 def _exported_for_consumer(view: memoryview) -> memoryview:
-    """What ``Region.__buffer__`` returns; on 3.12+ the buffer protocol then exports it too."""
+    """What ``Region.__buffer__`` and ``Region.view()`` return.
+
+    Before 3.12.7 the returned view is kept reachable while anything else
+    holds it: a consumer may export it and drop both in a garbage cycle.
+    """
     outer = _exported(view)
-    if _GC_CLEARS_EXPORTED_VIEWS and sys.version_info >= (3, 12):
+    if _GC_CLEARS_EXPORTED_VIEWS:
         _buffer_exports.append(outer)
     return outer
 
@@ -450,8 +572,8 @@ class Region:
             raise ValueError("this Region was never opened; use inherit.zero_on_fork()") from None
         if view is None:
             raise ValueError("operation on a closed Region")
-        if not _rt.kernel_wipes:
-            _rt.settle()  # the library wipes: settle a fork before the bytes are read
+        if _rt.settle_on_read:
+            _rt.settle()  # the library wipes (a fork, a restore): settle before the bytes are read
         return view
 
     def __len__(self) -> int:
@@ -524,14 +646,20 @@ class Region:
         The region cannot be closed while this view, or anything derived from
         it, is alive; release it with ``view.release()`` or a ``with`` block.
         """
-        return _exported(self._live())
+        return _exported_for_consumer(self._live())
 
     def __buffer__(self, flags: int, /) -> memoryview:
+        if type(flags) is not int:
+            flags = _index(flags, "flags")
         return _exported_for_consumer(self._live())
 
     def wipe(self) -> None:
         """Set every byte to zero (the region stays open)."""
-        _wipe(self._live())
+        view = self._live()
+        if self._arena.key is None:
+            _wipe_mapping(self._arena)  # its own mapping: untouched pages stay untouched
+        else:
+            _wipe(view)
 
     @property
     def closed(self) -> bool:
@@ -543,6 +671,12 @@ class Region:
         """``"zero"`` or ``"keep"``: what a forked child sees."""
         self._live()
         return "zero" if self._arena.zero else "keep"
+
+    @property
+    def on_restore(self) -> str:
+        """``"zero"`` or ``"keep"``: what a clone restored from a VM snapshot reads once it detects it."""
+        self._live()
+        return "zero" if self._arena.restore_zero else "keep"
 
     @property
     def secret(self) -> bool:
@@ -577,47 +711,60 @@ class Region:
             _rt.settle()
         if _buffer_exports or _orphans:
             _reap()  # a view nobody holds any more must not keep the region exported
-        arena = self._arena
         lock = _rt.lock
-        if arena.key is None or _is_owned(lock):
-            self._close_slowly(view, lock)
-            return
-        with lock:
-            if self._view is not view:
-                return  # closed by another thread meanwhile
-            try:
-                view.release()
-            except BufferError:
-                raise BufferError(
-                    "cannot close a Region while memoryviews of it exist; release them first"
-                ) from None
-            self._view = None
-            offset = self._offset
-            arena.mem[offset : offset + arena.slot] = arena.zeros
-            _free_locked(arena, offset)
-            if _pending:
-                _drain()
-        if _exported_views:
-            _exported_views.pop(id(view), None)
-
-    def _close_slowly(self, view: memoryview, lock: "Any") -> None:
-        """A large region's own mapping, or a close() re-entered while this thread holds the lock."""
-        reentered = _is_owned(lock)
-        with lock:
-            if self._view is not view:
-                return
-            try:
-                view.release()
-            except BufferError:
-                raise BufferError(
-                    "cannot close a Region while memoryviews of it exist; release them first"
-                ) from None
-            self._view = None
-        _exported_views.pop(id(view), None)
-        if reentered and self._arena.key is not None:
-            _release_later(self._arena, self._offset)  # books may be mid-update: wipe now, free later
+        if _is_owned(lock):
+            # Re-entered from a finalizer or signal handler inside a slab operation
+            # of this thread: the books may be mid-update, so the slot is freed later.
+            self._close_locked(True)
+        elif self._arena.key is None:
+            self._close_locked(False)  # a mapping of its own: no books to guard
         else:
-            _release(self._arena, self._offset)  # a large region's mapping: wipe, unmap
+            with lock:
+                self._close_locked(False)
+
+    def _close_locked(self, reentered: bool) -> None:
+        """close() with the books guarded. Each step can be interrupted and repeated.
+
+        A signal handler (or finalizer) may run after any call in here and
+        close or move this region itself; the view is re-read after every call,
+        and only the call that finds it unchanged commits. CPython runs such
+        code only at calls and jumps, so the commit (a read and a store with
+        neither between them) is never split.
+        """
+        view = self._view
+        if view is None:
+            return
+        arena = self._arena
+        offset = self._offset
+        try:
+            view.release()
+            self._finish_close(view, arena, offset, reentered)
+        except BaseException as exc:
+            if not _is_released(view):  # release() refused: views of the region are alive
+                if isinstance(exc, BufferError):
+                    raise BufferError(
+                        "cannot close a Region while memoryviews of it exist; release them first"
+                    ) from None
+                raise
+            if self._view is view:  # interrupted once the view was gone: finish, so the bytes are wiped
+                self._finish_close(view, arena, offset, reentered)
+            raise
+
+    def _finish_close(self, view: memoryview, arena: Arena, offset: int, reentered: bool) -> None:
+        _wipe_slot(arena, offset)  # before the claim: an interrupted close() is finished by its caller
+        current = self._view
+        self._view = None  # the claim: no call or jump since the read above
+        if current is not view:
+            self._view = current  # closed or moved meanwhile: not this call's to free
+            return
+        try:
+            _give_back(arena, offset, reentered)
+        except BaseException:  # interrupted: finish the free, once
+            _give_back_once(arena, offset, reentered)
+            raise
+        finally:
+            if _exported_views:
+                _exported_views.pop(id(view), None)
 
     def __enter__(self) -> "Region":
         self._live()
@@ -633,7 +780,7 @@ class Region:
 
     def __del__(
         self,
-        _wipe: "Any" = _wipe,
+        _wipe_slot: "Any" = _wipe_slot,
         _later: "Any" = _release_later,
         _orphans: "Any" = _orphans,
         _exported_views: "Any" = _exported_views,
@@ -646,22 +793,29 @@ class Region:
             return
         if view is None:
             return
+        arena, offset = self._arena, self._offset
         try:
-            _wipe(view)  # now, whatever happens to the slot
+            # Through the arena, not the view: an interrupted close() may have released it.
+            _wipe_slot(arena, offset)
             try:
                 view.release()
             except BufferError:
                 # Exports outlive the region (their owner dropped it): the slot is
                 # freed once they are gone (the view stays pinned until then).
-                _orphans.append((view, self._arena, self._offset))
+                _orphans.append((view, arena, offset))
                 return
             self._view = None
             _exported_views.pop(id(view), None)
-            _later(self._arena, self._offset)
+            _later(arena, offset, True)
         except Exception:  # pragma: no cover - interpreter shutdown: the process's memory goes anyway
             pass
+        except BaseException:  # a signal handler's exception: wipe again, then let it be reported
+            _wipe_slot(arena, offset)
+            raise
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_size"):
+            return "<inherit.Region never opened>"
         if self.closed:
             return f"<inherit.Region size={self._size} closed>"
         secret = " secret" if self._arena.secret else ""
@@ -681,21 +835,33 @@ _new_region = object.__new__
 _is_owned = _rt.is_owned
 
 
-def zero_on_fork(size: int, *, secret: bool = False) -> Region:
+def zero_on_fork(size: int, *, secret: bool = False, on_restore: str = "keep") -> Region:
     """Allocate ``size`` zero bytes that read as zeros in every forked child.
 
     ``secret=True`` also keeps the pages out of core dumps and tries to lock
     them in RAM (see :attr:`Region.dumpable` and :attr:`Region.locked`).
+    ``on_restore="zero"`` also wipes them when a restore from a VM snapshot is
+    detected (see docs/snapshots.md); the default keeps them.
     """
     if type(size) is not int or size <= 0 or size > _MAX_SIZE:
         size = _checked_size(size)
     if secret is not False and secret is not True:
         raise TypeError("secret must be True or False")
+    if on_restore == "keep":
+        restore_zero = False
+    elif on_restore == "zero":
+        restore_zero = True
+    elif isinstance(on_restore, str):
+        raise ValueError(f"on_restore must be 'keep' or 'zero', not {on_restore!r}")
+    else:
+        raise TypeError(f"on_restore must be 'keep' or 'zero', not {type(on_restore).__name__}")
     if size <= MAX_SLOT:
-        arena, offset = _take_slot(_SLOT_OF[size], True, secret)  # chooses the backend on first use
+        arena, offset = _take_slot(
+            _SLOT_OF[size], True, secret, restore_zero
+        )  # chooses the backend on first use
     else:
         _rt.settle()
-        arena, offset = _own_mapping(size, True, secret), 0
+        arena, offset = _own_mapping(size, True, secret, restore_zero), 0
     region = _new_region(Region)
     region._arena = arena
     region._offset = offset
@@ -709,7 +875,8 @@ def keep_on_fork(region: Region) -> Region:
 
     Small regions share pages with others, so their bytes move to memory that
     children inherit; that needs every view of the region released first
-    (``BufferError`` otherwise). Returns the region.
+    (``BufferError`` otherwise). Returns the region. An interrupt (a signal
+    handler's exception) leaves the region usable and no copy of its bytes behind.
     """
     if not isinstance(region, Region):
         raise TypeError(f"keep_on_fork() takes a Region, not {type(region).__name__}")
@@ -717,33 +884,87 @@ def keep_on_fork(region: Region) -> Region:
     arena = region._arena
     if not arena.zero:
         return region
-    if arena.key is None:  # a mapping of its own: just re-mark it
-        _rt.selection().backend.mark_keep(arena.mem)
+    if arena.key is None:  # a mapping of its own: re-mark it in place
+        _keep_own_mapping(arena)
+        return region
+    lock = _rt.lock
+    reentered = _is_owned(lock)  # inside a slab operation of this thread (a signal handler)
+    new_arena, new_offset = _take_slot(arena.slot, False, arena.secret, arena.restore_zero)
+    try:
+        with lock:
+            _move(region, arena, new_arena, new_offset, reentered)
+    except BaseException:
+        if region._arena is not new_arena:  # not moved: the new slot goes back
+            _retire(new_arena, new_offset, reentered)
+        raise
+    return region
+
+
+def _keep_own_mapping(arena: Arena) -> None:
+    backend = _rt.selection().backend
+    try:
+        backend.mark_keep(arena.mem)
+    except OSError:
+        raise
+    except BaseException:  # an interrupt: advise again, so on_fork tells the truth
+        backend.mark_keep(arena.mem)
         arena.zero = False
         _zero_arenas.pop(id(arena), None)
-        return region
-    new_arena, new_offset = _take_slot(arena.slot, False, arena.secret)
-    with _rt.lock:
-        view = region._view
-        if view is None or region._arena is not arena:  # closed or moved by another thread meanwhile
-            moved = None
-        else:
-            new_view = new_arena.root[new_offset : new_offset + region._size]
-            new_view[:] = view
-            try:
-                view.release()
-            except BufferError:
-                new_view.release()
-                moved = False
-            else:
-                old_offset = region._offset
-                region._arena, region._offset, region._view = new_arena, new_offset, new_view
-                _exported_views.pop(id(view), None)
-                moved = True
-    if not moved:
-        _release(new_arena, new_offset)
-        if moved is None:
-            raise ValueError("the Region was closed or moved during keep_on_fork()")
-        raise BufferError("keep_on_fork() must move a small Region; release its memoryviews first")
-    _release(arena, old_offset)
-    return region
+        raise
+    arena.zero = False
+    _zero_arenas.pop(id(arena), None)
+
+
+def _move(region: Region, arena: Arena, new_arena: Arena, new_offset: int, reentered: bool) -> None:
+    """keep_on_fork() for a slot, under the lock: copy, release the old view, commit, wipe the old slot."""
+    view = region._view
+    if view is None or region._arena is not arena:
+        raise ValueError("the Region was closed or moved during keep_on_fork()")
+    old_offset = region._offset
+    new_view = new_arena.root[new_offset : new_offset + region._size]
+    new_view[:] = view
+    try:
+        view.release()
+        _commit_move(region, view, arena, old_offset, new_arena, new_offset, new_view, reentered)
+    except BaseException as exc:
+        if not _is_released(view):  # release() refused: views of the region are alive
+            new_view.release()
+            if isinstance(exc, BufferError):
+                raise BufferError(
+                    "keep_on_fork() must move a small Region; release its memoryviews first"
+                ) from None
+            raise
+        if region._view is view:  # interrupted once the old view was gone: finish the move
+            _commit_move(region, view, arena, old_offset, new_arena, new_offset, new_view, reentered)
+        raise
+
+
+def _commit_move(
+    region: Region,
+    view: memoryview,
+    arena: Arena,
+    old_offset: int,
+    new_arena: Arena,
+    new_offset: int,
+    new_view: memoryview,
+    reentered: bool,
+) -> None:
+    current = region._view
+    region._view = None  # the claim: no call or jump since the read above
+    if current is not view:  # closed by a signal handler meanwhile
+        region._view = current
+        new_view.release()
+        raise ValueError("the Region was closed or moved during keep_on_fork()")
+    region._arena = new_arena
+    region._offset = new_offset
+    region._view = new_view  # the commit: plain stores, never split
+    try:
+        _wipe_slot(arena, old_offset)
+        _give_back(arena, old_offset, reentered)
+    except BaseException:  # interrupted: the old slot is wiped and freed all the same
+        _wipe_slot(arena, old_offset)
+        _give_back_once(arena, old_offset, reentered)
+        raise
+    finally:
+        if _exported_views:
+            _exported_views.pop(id(view), None)

@@ -70,7 +70,7 @@ def _spawn_key(key: object) -> "tuple[int, ...]":
 
 def torch_worker_id() -> int:
     """The id of the PyTorch DataLoader worker this runs in (0 in the main process)."""
-    from torch.utils.data import get_worker_info
+    from torch.utils.data import get_worker_info  # type: ignore[import-not-found, unused-ignore]
 
     info = get_worker_info()
     return 0 if info is None else int(info.id)

@@ -170,8 +170,12 @@ def test_tox_lists_current_and_free_threaded_pythons() -> None:
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(ROOT / "tox.ini")
     envlist = [e.strip() for e in ini["tox"]["envlist"].split(",")]
-    pythons = [e for e in envlist if e.startswith("py")]
+    pythons = [e for e in envlist if e.startswith("py") and not e.endswith("-pure")]
     assert pythons == [f"py3{v.split('.')[1]}" for v in PYTHONS] + ["py314t"]
+    # the pure-Python reference runs on the oldest and newest Python installed here at least
+    pure = [e.removesuffix("-pure") for e in envlist if e.startswith("py") and e.endswith("-pure")]
+    assert pure and set(pure) <= set(pythons), pure
+    assert {"py310", "py313"} <= set(pure) and "getpid-pure" in envlist
     assert ini["tox"]["skip_missing_interpreters"] == "true"
 
 

@@ -269,3 +269,45 @@ def test_windows_like_run(tmp_path: Path) -> None:
     assert "Windows" in result["minherit"]
     assert "only on Linux" in result["madvise"]
     assert result["dlopens"] == []
+
+
+CONCEAL = r"""
+import json, mmap, sys
+# This machine has no OpenBSD: give its mmap module the constant OpenBSD's has,
+# pointing at a flag Linux accepts harmlessly for anonymous memory (MAP_NORESERVE,
+# 0x4000), and record what the library passes to mmap(). The kernel behaviour (pages
+# left out of core dumps) runs only on a real OpenBSD, in the BSD CI jobs.
+mmap.MAP_CONCEAL = 0x4000
+for name in ("MADV_DONTDUMP", "MADV_NOCORE"):  # OpenBSD has neither
+    if hasattr(mmap, name):
+        delattr(mmap, name)
+real = mmap.mmap
+seen = []
+class Recording(real):
+    def __new__(cls, *args, **kwargs):
+        seen.append(kwargs.get("flags", 0))
+        return real.__new__(cls, *args, **kwargs)
+mmap.mmap = Recording
+sys.platform = "openbsd7"
+from inherit.backends import _secret
+import inherit.backends._secret as secret_module
+secret_module._LINUX = False
+from inherit.backends import make
+backend = make("getpid")
+mem, address = _secret.map_secret(backend, 4096)
+excluded, locked = _secret.protect(mem, address)
+plain = backend.allocate(4096)
+print(json.dumps({"secret_flags": seen[0], "plain_flags": seen[-1], "excluded": excluded,
+                  "conceal": mmap.MAP_CONCEAL}))
+"""
+
+
+@pytest.mark.linux
+def test_secret_memory_is_mapped_with_map_conceal_where_it_exists() -> None:
+    """OpenBSD has no MADV_DONTDUMP: secret pages get MAP_CONCEAL at mmap() time (faked constant)."""
+    proc = run_python(CONCEAL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["secret_flags"] & out["conceal"], out
+    assert not out["plain_flags"] & out["conceal"], "ordinary regions must not be concealed"
+    assert out["excluded"] is True, out

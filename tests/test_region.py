@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import inherit
 from inherit import Region, keep_on_fork, zero_on_fork
 
 PATTERN = bytes(range(1, 33))
@@ -536,3 +537,27 @@ def test_many_small_regions_share_few_mappings() -> None:
     finally:
         for r in regions:
             r.close()
+
+
+def test_a_region_never_opened_has_a_repr_and_refuses_use() -> None:
+    raw = inherit.Region.__new__(inherit.Region)
+    assert repr(raw) == "<inherit.Region never opened>"
+    with pytest.raises(ValueError, match="never opened"):
+        len(raw)
+    raw.close()  # nothing to free: idempotent as on a closed region
+
+
+def test_buffer_flags_must_be_an_integer() -> None:
+    region = inherit.zero_on_fork(16)
+    with pytest.raises(TypeError, match="flags must be an int"):
+        region.__buffer__("0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        region.__buffer__(1.5)  # type: ignore[arg-type]
+    region.close()
+
+
+@pytest.mark.parametrize("bad", ["never", "", None, 0, b"zero"])
+def test_on_restore_takes_keep_or_zero(bad: object) -> None:
+    error = ValueError if isinstance(bad, str) else TypeError
+    with pytest.raises(error, match="on_restore must be 'keep' or 'zero'"):
+        inherit.zero_on_fork(16, on_restore=bad)  # type: ignore[arg-type]

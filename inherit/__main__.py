@@ -115,6 +115,7 @@ def format_report(data: dict[str, Any]) -> str:
             ("detail", data["verification_detail"]),
             ("verdict cache", data["cache"] or "- (none used)"),
             ("cache directory", data["cache_dir"]),
+            ("restore detection", data["restore_detection"]),
         ],
     )
     lines.append("Candidates (best first)")

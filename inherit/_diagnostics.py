@@ -37,6 +37,7 @@ KEYS = (
     "cache_dir",
     "accelerated",
     "accelerator",
+    "restore_detection",
     "error",
 )
 
@@ -122,6 +123,7 @@ def report() -> dict[str, Any]:
         verification=verification.method,
         verification_detail=verification.detail,
         cache=verification.cache_path,
+        restore_detection=_runtime.restore_detection,
     )
     return data
 

@@ -10,8 +10,9 @@ The flag is a byte in a page the kernel wipes in every child (madvise, minherit)
 nonzero means "no fork since the state was published". With the getpid backend
 the flag stays zero and the PID of record plays its part.
 
-When a new process is detected (the flag reads zero, the PID changed, or
-``os.fork()``'s child hook ran), the detecting thread:
+When a new process is detected (the flag reads zero, the PID changed,
+``os.fork()``'s child hook ran, or a restore from a VM snapshot was seen: vmclock's
+generation counter moved, or SnapStart's after-restore hook ran), the detecting thread:
 
 1. pauses the cyclic GC, so no finalizer runs until the new state is complete;
 2. takes this process's lock: one per (PID, lock word in the flag page), agreed
@@ -20,9 +21,10 @@ When a new process is detected (the flag reads zero, the PID changed, or
    made it and even with its parent's PID;
 3. re-checks (another thread may have finished), then runs the steps, in order:
    a. draw a fresh, unpredictable generation value;
-   b. wipe lazily wiped memory (getpid backend only; the kernel did it otherwise);
-   c. reset the region slab's books;
-   d. reset the ForkLocal and cache renewal books (instances are stale by
+   b. wipe lazily wiped memory (getpid backend, after a fork; the kernel did it otherwise);
+   c. wipe memory marked zero on restore (after a restore: no kernel wipes a clone);
+   d. reset the region slab's books;
+   e. reset the ForkLocal and cache renewal books (instances are stale by
       generation, so nothing is done per instance: O(1) in their number);
    None of them runs user code or drops a reference;
 4. publishes: the lock word, the generation, then the flag byte (or the PID of record);
@@ -87,8 +89,25 @@ current_generation = 0
 # child that shares its parent's PID (PID namespaces) can never match it.
 pid_of_record = -1
 _getpid = os.getpid
+# What the getpid bodies of the hot paths compare with pid_of_record: os.getpid, or, with
+# restore detection on, _pid_if_same_machine (which also answers for kernel backends).
+_pid_now = os.getpid
 installed = False
 kernel_wipes = False
+# Restore detection (backends/_restore.py): the mapped vmclock page, a view of its
+# generation counter, and the counter's bytes when the state was published.
+_vmclock: "Any" = None
+_vm_counter: "Any" = None  # memoryview | None; compared with bytes
+_vm_last = b""
+restore_detection = "not checked yet (the first use checks)"
+# What the detection under way found: a fork (the kernel's or the library's wipe
+# applies), a restore from a snapshot (the VM moved), or both.
+forked = False
+restored = False
+# Set by os.fork()'s child hook ("fork") or the SnapStart hook ("restore").
+_forced = ""
+# Region reads settle first unless the kernel wipes and no restore can happen.
+settle_on_read = True
 # The lock of the process that published the state above.
 lock = RLock()
 # Keyed by (PID, the lock word): the word is in the flag page, so a child made by any route
@@ -124,7 +143,7 @@ if _accel is not None:
 
 
 def _generation_getpid() -> int:
-    if _getpid() == pid_of_record:
+    if _pid_now() == pid_of_record:
         return current_generation
     return _detect()
 
@@ -149,7 +168,7 @@ def _lock_word() -> int:
 
 def settle() -> None:
     """Detect a fork now if one happened: what every entry point that touches per-process state runs first."""
-    if not (flag[0] or _getpid() == pid_of_record):
+    if not (flag[0] or _getpid() == pid_of_record) or (_vm_counter is not None and _vm_counter != _vm_last):
         _detect()
 
 
@@ -177,29 +196,70 @@ def _detect() -> int:
 
 
 def published() -> bool:
-    """True when the published state belongs to this process (no fork since)."""
-    return bool(flag[0]) if kernel_wipes else pid_of_record == _getpid()
+    """True when the published state belongs to this process (no fork, no restore since)."""
+    if not (flag[0] if kernel_wipes else pid_of_record == _getpid()):
+        return False
+    return _vmclock is None or _same_machine()
+
+
+def _same_machine() -> bool:
+    """False once the VM generation counter moved (read under vmclock's sequence lock)."""
+    if _vm_counter == _vm_last:
+        return True
+    value = _vmclock.read_counter()  # None: mid-update, or the counter is not live
+    return value is None or value == _vm_last
+
+
+def _pid_if_same_machine() -> int:
+    """``_pid_now`` with restore detection on: -2, never a PID of record, once the VM moved."""
+    if _vm_counter == _vm_last:
+        if kernel_wipes:
+            return pid_of_record if flag[0] else -2
+        return _getpid()
+    return -2
 
 
 def _detect_locked(mine: RLock) -> bool:
     """Under the lock, GC paused: True if this call published a new process's state."""
+    global forked, restored
     if not installed:
         from .backends import select
 
         _install(select(ENV_VAR))
+        forked = restored = False
         _publish(mine)
         return False  # the first use in a process is not a fork
     if published():
+        if _vm_counter is not None and _vm_counter != _vm_last and not _vmclock.updating():
+            _adopt_dead_counter()
         return False
+    forked = _forced == "fork" or (
+        _forced != "restore" and not (flag[0] if kernel_wipes else pid_of_record == _getpid())
+    )
+    restored = _forced == "restore" or not (_vmclock is None or _same_machine())
     _publish(mine)
     return True
 
 
+def _adopt_dead_counter() -> None:
+    """The counter changed while its flag bit is clear: not a restore, but stop taking the slow path."""
+    global _vm_last
+    if _vmclock.read_counter() is None and not _vmclock.counter_present():
+        _vm_last = bytes(_vm_counter)
+        if _accel is not None:
+            _accel.publish(current_generation, -1 if kernel_wipes else pid_of_record, _vm_last)
+
+
 def _publish(mine: RLock) -> None:
-    global current_generation, lock, _locks, pid_of_record
+    global current_generation, lock, _locks, pid_of_record, _vm_last, _forced
     generation = _fresh_generation(current_generation)
     for step in _steps:
         step()
+    vm_now = _vm_last
+    if _vmclock is not None:
+        vm_now = _vmclock.read_counter()
+        if vm_now is None:  # mid-update or not live: what the page holds now
+            vm_now = bytes(_vm_counter)
     pid = _getpid()
     if kernel_wipes:
         # The lock word first, then the dict: a thread that read the old word and finds no
@@ -208,8 +268,10 @@ def _publish(mine: RLock) -> None:
     _locks = {(pid, _lock_word()): mine}
     lock = mine
     current_generation = generation
-    if _accel is not None:
-        _accel.publish(generation, -1 if kernel_wipes else pid)  # before the flag: see publish()
+    _forced = ""
+    if _accel is not None:  # before the flag: see publish()
+        _accel.publish(generation, -1 if kernel_wipes else pid, vm_now if _vmclock is not None else None)
+    _vm_last = vm_now  # after the generation: a thread that sees this counter sees it too
     if kernel_wipes:
         flag[0] = 1  # last: other threads take the slow path until now
     else:
@@ -234,7 +296,12 @@ def _after_publish() -> None:
 
 # -- new-process steps ----------------------------------------------------------------------------
 #: The steps run when a new process is detected, in this order (see the module docstring).
-STEP_ORDER = ("wipe lazily wiped memory", "reset the slab's books", "reset the renewal books")
+STEP_ORDER = (
+    "wipe lazily wiped memory",
+    "wipe memory marked zero on restore",
+    "reset the slab's books",
+    "reset the renewal books",
+)
 _registered_steps: "dict[str, Callable[[], None]]" = {}
 _steps: "tuple[Callable[[], None], ...]" = ()
 
@@ -256,12 +323,50 @@ def _install(selection: "Selection") -> None:
     if selection.page is not None:
         flag = memoryview(selection.page)  # type: ignore[arg-type]
         kernel_wipes = True
-    else:
+    _install_restore_detection()
+    if not kernel_wipes or _vmclock is not None:
         _specialize_for_getpid()
     if _accel is not None:
         _accel.install(selection.page, 1 if kernel_wipes else 2, _detect, _make_current)
+        _accel.set_vmclock(_vm_counter)
     _selection = selection
     installed = True
+
+
+def _install_restore_detection() -> None:
+    """Map vmclock's page if there is one, and register with SnapStart if it runs us."""
+    global _vmclock, _vm_counter, _vm_last, _pid_now, restore_detection, settle_on_read
+    from .backends import _restore
+
+    vmclock, how = _restore.open_vmclock()
+    if vmclock is not None:
+        last = vmclock.read_counter()
+        _vm_last = bytes(vmclock.counter) if last is None else last
+        _vm_counter = vmclock.counter
+        _vmclock = vmclock
+        _pid_now = _pid_if_same_machine
+    try:
+        snapstart = _restore.register_snapstart(_after_restore)
+    except Exception as exc:  # a broken hook module must not stop the first use
+        snapstart = ""
+        how += f"; SnapStart hook not registered: {exc}"
+    if snapstart:
+        how = snapstart if vmclock is None else f"{how}; {snapstart}"
+    restore_detection = how
+    settle_on_read = not kernel_wipes or vmclock is not None or bool(snapstart)
+
+
+def _after_restore() -> None:
+    """SnapStart's after-restore hook: the snapshot's state belongs to no process any more."""
+    global pid_of_record, _forced
+    _forced = "restore"
+    if kernel_wipes:
+        flag[0] = 0
+    else:
+        pid_of_record = -1
+        if _accel is not None:
+            _accel.publish(current_generation, -1, None if _vmclock is None else _vm_last)
+    _detect()
 
 
 def selection() -> "Selection":
@@ -291,18 +396,19 @@ def _specialize_for_getpid() -> None:
 
 
 def _at_fork_in_child() -> None:
-    global pid_of_record
+    global pid_of_record, _forced
     if not installed:
         return  # never choose a backend in a fork hook: that may fork
     # A new process, whatever the flag says (a verification that was fooled) and even
     # with the parent's PID (PID namespaces): nothing published belongs to it.
     _locks.clear()  # only this thread survived: no lock of the parent's may be waited for
+    _forced = "fork"
     if kernel_wipes:
         flag[0] = 0
     else:
         pid_of_record = -1
         if _accel is not None:
-            _accel.publish(current_generation, -1)
+            _accel.publish(current_generation, -1, None if _vmclock is None else _vm_last)
     try:
         _detect()  # eager: wipe and run the callbacks before the child's code runs
     except Exception as exc:
@@ -339,7 +445,7 @@ def _report(exc: BaseException, err_msg: str, obj: object) -> None:
         pass
 
 
-def _unraisable_args(exc: BaseException, err_msg: str, obj: object) -> object:
+def _unraisable_args(exc: BaseException, err_msg: str, obj: object) -> "Any":
     from types import SimpleNamespace
 
     return SimpleNamespace(
@@ -528,6 +634,7 @@ class ForkLocal(_ForkLocalBase, metaclass=ForkLocalType):  # type: ignore[misc]
     receiving side.
     """
 
+    __slots__: "tuple[str, ...]"
     if _accel is None:
         __slots__ = ("__dict__", "__weakref__", "_forklocal_args", "_forklocal_stamp")
     else:  # the compiled base has the slots and the access hooks
@@ -573,27 +680,27 @@ class ForkLocal(_ForkLocalBase, metaclass=ForkLocalType):  # type: ignore[misc]
 
 
 def _forklocal_getattribute_getpid(self: ForkLocal, name: str) -> "Any":
-    if _getpid() == pid_of_record and _get_stamp(self) is current_generation:
+    if _pid_now() == pid_of_record and _get_stamp(self) is current_generation:
         return _getattribute(self, name)
     _make_current(self)
     return _getattribute(self, name)
 
 
 def _forklocal_setattr_getpid(self: ForkLocal, name: str, value: "Any") -> None:
-    if not (_getpid() == pid_of_record and _get_stamp(self) is current_generation):
+    if not (_pid_now() == pid_of_record and _get_stamp(self) is current_generation):
         _make_current(self)
     _setattr(self, name, value)
 
 
 def _forklocal_delattr_getpid(self: ForkLocal, name: str) -> None:
-    if not (_getpid() == pid_of_record and _get_stamp(self) is current_generation):
+    if not (_pid_now() == pid_of_record and _get_stamp(self) is current_generation):
         _make_current(self)
     _delattr(self, name)
 
 
 # The class whose __dict__ holds the slots and the access hooks.
 _HOOK_OWNER: type = ForkLocal if _accel is None else _ForkLocalBase
-_new_instance = object.__new__ if _accel is None else _ForkLocalBase.__new__
+_new_instance: "Any" = object.__new__ if _accel is None else _ForkLocalBase.__new__
 _get_stamp = _HOOK_OWNER.__dict__["_forklocal_stamp"].__get__
 _set_stamp = _HOOK_OWNER.__dict__["_forklocal_stamp"].__set__
 _get_args = _HOOK_OWNER.__dict__["_forklocal_args"].__get__
@@ -810,27 +917,27 @@ if _accel is not None:
 
 
 def _random_random_getpid(self: Random) -> float:
-    if _getpid() == pid_of_record and self._inherit_stamp is current_generation:
+    if _pid_now() == pid_of_record and self._inherit_stamp is current_generation:
         return _c_random(self)
     self._renew()
     return _c_random(self)
 
 
 def _random_getrandbits_getpid(self: Random, k: int, /) -> int:
-    if _getpid() == pid_of_record and self._inherit_stamp is current_generation:
+    if _pid_now() == pid_of_record and self._inherit_stamp is current_generation:
         return _c_getrandbits(self, k)
     self._renew()
     return _c_getrandbits(self, k)
 
 
 def _random_getstate_getpid(self: Random) -> "tuple[Any, ...]":
-    if not (_getpid() == pid_of_record and self._inherit_stamp is current_generation):
+    if not (_pid_now() == pid_of_record and self._inherit_stamp is current_generation):
         self._renew()
     return _base_getstate(self)
 
 
 def _random_gauss_getpid(self: Random, mu: float = 0.0, sigma: float = 1.0) -> float:
-    if not (_getpid() == pid_of_record and self._inherit_stamp is current_generation):
+    if not (_pid_now() == pid_of_record and self._inherit_stamp is current_generation):
         self._renew()
     return _base_gauss(self, mu, sigma)
 
@@ -926,7 +1033,7 @@ def _cached(user_function: "Any", maxsize: "int | None", typed: bool) -> "Any":
         return current()(*args, **kwargs)
 
     def wrapper_getpid(*args: "Any", **kwargs: "Any") -> "Any":
-        if _getpid() == pid_of_record and stamp is current_generation:
+        if _pid_now() == pid_of_record and stamp is current_generation:
             return cached(*args, **kwargs)
         return current()(*args, **kwargs)
 
@@ -938,7 +1045,7 @@ def _cached(user_function: "Any", maxsize: "int | None", typed: bool) -> "Any":
         from _weakref import ref
 
         _cache_bodies.append((ref(wrapper), wrapper_getpid.__code__))
-    elif not kernel_wipes:
+    elif not kernel_wipes or _vmclock is not None:
         _swap_body(wrapper, wrapper_getpid.__code__)
     return wrapper
 

@@ -19,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Member types: public in Python.h from 3.12; structmember.h's old names before. */
@@ -46,16 +47,29 @@ static PyObject *c_random = NULL;                 /* _random.Random.random */
 static PyObject *c_getrandbits = NULL;            /* _random.Random.getrandbits */
 static PyObject *pure_random = NULL;              /* the pure-Python Random.random */
 static PyObject *pure_getrandbits = NULL;         /* the pure-Python Random.getrandbits */
+/* Restore detection: vmclock's 8-byte VM generation counter, and its bytes when the
+   state was published. NULL when there is no device: then nothing is compared. */
+static const volatile unsigned char *vm_counter = NULL;
+static Py_buffer vm_view;
+static unsigned char vm_last[8];
 
 /* True if the published state belongs to this process. */
+static inline int
+same_machine(void)
+{
+    /* A difference sends the caller to the runtime's slow path, which reads the
+       counter under vmclock's sequence lock and decides. */
+    return vm_counter == NULL || memcmp((const void *)vm_counter, vm_last, 8) == 0;
+}
+
 static inline int
 published(void)
 {
     if (mode == MODE_KERNEL) {
-        return *flag != 0;
+        return *flag != 0 && same_machine();
     }
     if (mode == MODE_GETPID) {
-        return (long)getpid() == pid_of_record;
+        return (long)getpid() == pid_of_record && same_machine();
     }
     return 0;
 }
@@ -122,17 +136,54 @@ set_detector(PyObject *module, PyObject *args)
 }
 
 static PyObject *
+set_vmclock(PyObject *module, PyObject *counter)
+{
+    if (counter == Py_None) {
+        vm_counter = NULL;
+        if (vm_view.obj != NULL) {
+            PyBuffer_Release(&vm_view);
+        }
+        Py_RETURN_NONE;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(counter, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (view.len != 8) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "the VM generation counter is 8 bytes");
+        return NULL;
+    }
+    memcpy(vm_last, view.buf, 8);
+    vm_counter = NULL; /* no fast path reads the old view while it is swapped */
+    if (vm_view.obj != NULL) {
+        PyBuffer_Release(&vm_view);
+    }
+    vm_view = view;
+    vm_counter = (const volatile unsigned char *)vm_view.buf;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 publish(PyObject *module, PyObject *args)
 {
-    PyObject *gen;
+    PyObject *gen, *last = Py_None;
     long pid;
-    if (!PyArg_ParseTuple(args, "Ol:publish", &gen, &pid)) {
+    if (!PyArg_ParseTuple(args, "Ol|O:publish", &gen, &pid, &last)) {
+        return NULL;
+    }
+    if (last != Py_None && (!PyBytes_Check(last) || PyBytes_GET_SIZE(last) != 8)) {
+        PyErr_SetString(PyExc_TypeError, "the counter's bytes must be 8 bytes or None");
         return NULL;
     }
     /* Called before the runtime sets the flag byte (or its own PID of record),
-       so a fast path that sees the flag also sees this generation. */
+       so a fast path that sees the flag also sees this generation; the counter's
+       bytes after the generation, for the same reason on a restore. */
     Py_XSETREF(current_generation, Py_NewRef(gen));
     pid_of_record = pid;
+    if (last != Py_None) {
+        memcpy(vm_last, PyBytes_AS_STRING(last), 8);
+    }
     Py_RETURN_NONE;
 }
 
@@ -520,9 +571,10 @@ static PyType_Spec cached_spec = {
 static PyMethodDef module_methods[] = {
     {"generation", generation, METH_NOARGS,
      "A number that differs in every new process and is stable within one (compiled fast path)."},
+    {"set_vmclock", set_vmclock, METH_O, "set_vmclock(counter or None): compare vmclock's counter too."},
     {"install", install, METH_VARARGS, "install(page, mode, detect, make_current): wire the fast paths."},
     {"set_detector", set_detector, METH_VARARGS, "set_detector(detect, make_current)."},
-    {"publish", publish, METH_VARARGS, "publish(generation, pid): the state of this process."},
+    {"publish", publish, METH_VARARGS, "publish(generation, pid[, counter bytes]): the state of this process."},
     {"random_methods", random_methods, METH_VARARGS,
      "random_methods(Random, _random.Random, pure_random, pure_getrandbits) -> (random, getrandbits)."},
     {NULL, NULL, 0, NULL},

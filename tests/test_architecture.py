@@ -117,6 +117,7 @@ def test_the_architecture_page_lists_the_steps_in_order() -> None:
     assert steps[0].startswith("draw a fresh generation")
     assert [step.__name__ for step in _runtime._steps] == [
         "_wipe_lazily_wiped_memory",
+        "_wipe_on_restore",
         "_reset_books",
         "_reset_renewal_books",
     ]

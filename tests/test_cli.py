@@ -43,6 +43,7 @@ STABLE_REPORT_KEYS = {
     "cache_dir",
     "accelerated",
     "accelerator",
+    "restore_detection",
     "error",
 }
 STABLE_ROUTE_KEYS = {"route", "zeroed", "generation_moved", "parent_kept", "old_view_zeroed", "error", "ok"}

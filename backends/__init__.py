@@ -25,6 +25,24 @@ PAGE_SIZE = mmap.PAGESIZE
 ZEROING_ADVICE: "int | None" = (
     getattr(mmap, "MADV_DONTNEED", None) if sys.platform.startswith("linux") else None
 )
+# Restore detection (backends/_restore.py): the vmclock device, and its override.
+VMCLOCK_ENV_VAR = "INHERIT_VMCLOCK"
+VMCLOCK_DEVICE: "str | None" = "/dev/vmclock0" if sys.platform.startswith("linux") else None
+
+
+def restore_detection_absent() -> str:
+    """Why no restore can be detected here, found without loading _restore; "" if one may be."""
+    if os.environ.get(VMCLOCK_ENV_VAR, "").strip() or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return ""
+    if VMCLOCK_DEVICE is None:
+        return "not available: vmclock is a Linux device"
+    try:
+        os.stat(VMCLOCK_DEVICE)
+    except FileNotFoundError:
+        return f"not available: {VMCLOCK_DEVICE} does not exist"
+    except OSError:
+        return ""  # there, but not stat-able: _restore says why
+    return ""
 
 
 def map_private(size: int, *, conceal: bool = False) -> mmap.mmap:

@@ -15,14 +15,14 @@ device paths); ``INHERIT_VMCLOCK=off`` turns vmclock detection off.
 
 import mmap
 import os
-import sys
+
+from . import VMCLOCK_DEVICE, VMCLOCK_ENV_VAR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-ENV_VAR = "INHERIT_VMCLOCK"
-DEFAULT_PATH = "/dev/vmclock0"
+ENV_VAR = VMCLOCK_ENV_VAR
 
 # struct vmclock_abi (little-endian)
 MAGIC = 0x4B4C4356  # "VCLK"
@@ -78,8 +78,8 @@ def open_vmclock(environ: "dict[str, str] | os._Environ[str] | None" = None) -> 
         return None, f"not available: {ENV_VAR}={requested}"
     if requested:
         path = requested
-    elif sys.platform.startswith("linux"):
-        path = DEFAULT_PATH
+    elif VMCLOCK_DEVICE is not None:
+        path = VMCLOCK_DEVICE
     else:
         return None, "not available: vmclock is a Linux device"
     try:

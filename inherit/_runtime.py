@@ -336,6 +336,13 @@ def _install(selection: "Selection") -> None:
 def _install_restore_detection() -> None:
     """Map vmclock's page if there is one, and register with SnapStart if it runs us."""
     global _vmclock, _vm_counter, _vm_last, _pid_now, restore_detection, settle_on_read
+    from .backends import restore_detection_absent
+
+    absent = restore_detection_absent()  # the usual case, answered without loading _restore
+    if absent:
+        restore_detection = absent
+        settle_on_read = not kernel_wipes
+        return
     from .backends import _restore
 
     vmclock, how = _restore.open_vmclock()

@@ -47,6 +47,8 @@ static PyObject *c_random = NULL;                 /* _random.Random.random */
 static PyObject *c_getrandbits = NULL;            /* _random.Random.getrandbits */
 static PyObject *pure_random = NULL;              /* the pure-Python Random.random */
 static PyObject *pure_getrandbits = NULL;         /* the pure-Python Random.getrandbits */
+static PyCFunction c_random_noargs = NULL;        /* _random.Random.random's C function */
+static PyCFunction c_getrandbits_o = NULL;        /* _random.Random.getrandbits's C function */
 /* Restore detection: vmclock's 8-byte VM generation counter, and its bytes when the
    state was published. NULL when there is no device: then nothing is compared. */
 static const volatile unsigned char *vm_counter = NULL;
@@ -75,8 +77,21 @@ published(void)
 }
 
 static PyObject *
-generation(PyObject *module, PyObject *unused)
+generation(PyObject *module, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
+    /* METH_FASTCALL, not METH_NOARGS: CPython 3.11+ specializes calls to fast builtins.
+       The errors are word for word the pure-Python function's. */
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        PyErr_Format(PyExc_TypeError, "generation() got an unexpected keyword argument '%U'",
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (nargs != 0) {
+        PyErr_Format(PyExc_TypeError, "generation() takes 0 positional arguments but %zd %s given", nargs,
+                     nargs == 1 ? "was" : "were");
+        return NULL;
+    }
     if (published() && current_generation != NULL) {
         return Py_NewRef(current_generation);
     }
@@ -358,6 +373,9 @@ random_random(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!random_current(self) && random_renew(self) < 0) {
         return NULL;
     }
+    if (c_random_noargs != NULL) { /* self is an instance of a subclass: the descriptor checked */
+        return c_random_noargs(self, NULL);
+    }
     return PyObject_Vectorcall(c_random, &self, 1, NULL);
 }
 
@@ -369,6 +387,9 @@ random_getrandbits(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     }
     if (!random_current(self) && random_renew(self) < 0) {
         return NULL;
+    }
+    if (c_getrandbits_o != NULL) {
+        return c_getrandbits_o(self, args[0]);
     }
     PyObject *call[2] = {self, args[0]};
     return PyObject_Vectorcall(c_getrandbits, call, 2, NULL);
@@ -404,6 +425,20 @@ random_methods(PyObject *module, PyObject *args)
     }
     Py_XSETREF(c_random, random);
     Py_XSETREF(c_getrandbits, getrandbits);
+    /* Their C functions, called directly where the calling convention is known. */
+    c_random_noargs = c_getrandbits_o = NULL;
+    if (Py_IS_TYPE(random, &PyMethodDescr_Type)) {
+        PyMethodDef *def = ((PyMethodDescrObject *)random)->d_method;
+        if ((def->ml_flags & ~METH_COEXIST) == METH_NOARGS) {
+            c_random_noargs = def->ml_meth;
+        }
+    }
+    if (Py_IS_TYPE(getrandbits, &PyMethodDescr_Type)) {
+        PyMethodDef *def = ((PyMethodDescrObject *)getrandbits)->d_method;
+        if ((def->ml_flags & ~METH_COEXIST) == METH_O) {
+            c_getrandbits_o = def->ml_meth;
+        }
+    }
     Py_XSETREF(pure_random, Py_NewRef(pure_r));
     Py_XSETREF(pure_getrandbits, Py_NewRef(pure_g));
     PyObject *r = PyDescr_NewMethod((PyTypeObject *)cls, &random_defs[0]);
@@ -569,7 +604,7 @@ static PyType_Spec cached_spec = {
 /* -- module ------------------------------------------------------------------------------------ */
 
 static PyMethodDef module_methods[] = {
-    {"generation", generation, METH_NOARGS,
+    {"generation", (PyCFunction)(void (*)(void))generation, METH_FASTCALL | METH_KEYWORDS,
      "A number that differs in every new process and is stable within one (compiled fast path)."},
     {"set_vmclock", set_vmclock, METH_O, "set_vmclock(counter or None): compare vmclock's counter too."},
     {"install", install, METH_VARARGS, "install(page, mode, detect, make_current): wire the fast paths."},

@@ -858,8 +858,10 @@ class Random(_Base):
         super().__init__(x)
 
     def seed(self, a: "Any" = None, version: int = 2) -> None:
+        if a is None:  # first: an interrupt below leaves it reseeding, never repeating a stream
+            self._inherit_auto = True
         super().seed(a, version)
-        self._inherit_auto = a is None
+        self._inherit_auto = a is None  # after: an interrupt above leaves the old promise
         self._inherit_stamp = generation()
 
     def setstate(self, state: "tuple[Any, ...]") -> None:

@@ -450,6 +450,10 @@ class _Answer:
         return bytes(self.chunks[_HEADER.size : _HEADER.size + self.need])
 
 
+#: The longest ``timeout`` run_in_child() accepts (poll() counts in int milliseconds).
+MAX_TIMEOUT = 2_000_000
+
+
 def run_in_child(
     func: Callable[..., T],
     *args: Any,
@@ -474,8 +478,10 @@ def run_in_child(
     if route not in available_routes():
         why = unavailable_reason(route) or "not offered here"
         raise ValueError(f"route {route!r} is not available on {sys.platform}/{platform.machine()}: {why}")
-    if not timeout > 0:
-        raise ValueError("timeout must be positive")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan; poll() takes at most ~24 days
+        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT} seconds, got {timeout!r}")
     deadline = time.monotonic() + timeout
     child: _Child | None = None
     read_fd, write_fd = os.pipe()

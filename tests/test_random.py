@@ -17,6 +17,7 @@ import pytest
 
 import inherit
 from inherit.testing import run_in_child
+from support import run_case
 
 Draw = Callable[[random.Random], Any]
 
@@ -289,3 +290,45 @@ def test_seeded_values_match_random_random(key: str) -> None:
     ours = _primed(inherit.Random(1234))
     theirs = _primed(random.Random(1234))
     assert DRAWS[key](ours) == DRAWS[key](theirs)
+
+
+INTERRUPTED_SEED = r"""
+import random, signal
+
+class Interrupt(BaseException):
+    pass
+
+armed = [False]
+
+def on_alarm(signum, frame):
+    if armed[0]:
+        raise Interrupt
+
+signal.signal(signal.SIGALRM, on_alarm)
+explicit = inherit.Random(42).getstate()
+stats = {"interrupted": 0, "repeats_without_promise": 0}
+for i in range(3000):
+    r = inherit.Random(42)
+    try:
+        armed[0] = True
+        signal.setitimer(signal.ITIMER_REAL, random.uniform(0, 30e-6))
+        r.seed()  # back to reseeding in every new process
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        armed[0] = False
+        continue
+    except Interrupt:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        armed[0] = False
+    stats["interrupted"] += 1
+    # Not reseeding means "explicitly seeded": then the state must still be that seed's, or a
+    # fork would hand one fresh, unseeded stream to two processes.
+    if not r.reseeds_on_fork and r.getstate() != explicit:
+        stats["repeats_without_promise"] += 1
+out.update(stats)
+"""
+
+
+def test_an_interrupted_seed_never_leaves_a_fresh_stream_that_forks_repeat() -> None:
+    out = run_case(INTERRUPTED_SEED, timeout=120)
+    assert out["interrupted"] >= 20, f"too few interrupts landed: {out}"
+    assert out["repeats_without_promise"] == 0, out

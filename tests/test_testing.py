@@ -323,3 +323,21 @@ def test_timeout_kills_the_childs_group(side_channel: tuple[int, int]) -> None:
     if not exited:
         _kill(pid)
     assert exited
+
+
+@pytest.mark.parametrize(
+    "timeout, error",
+    [
+        (float("inf"), ValueError),
+        (float("nan"), ValueError),
+        (1e300, ValueError),
+        (0, ValueError),
+        (-1, ValueError),
+        ("3", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_a_bad_timeout_is_a_clear_error(timeout: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="timeout must be"):
+        run_in_child(int, timeout=timeout)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -171,7 +172,10 @@ def _check(as_json: bool, routes: list[str] | None, timeout: float) -> int:
             return 2
         missing = [r for r in routes if r not in available_routes()]
         if missing:
-            _error(f"{PROG} check", f"route {missing[0]!r} is not available here")
+            from .testing import unavailable_reason
+
+            why = unavailable_reason(missing[0]) or "not offered on this platform"
+            _error(f"{PROG} check", f"route {missing[0]!r} is not available here: {why}")
             return 2
     result = run_check(routes or None, timeout)
     if as_json:
@@ -186,9 +190,18 @@ def _check(as_json: bool, routes: list[str] | None, timeout: float) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.command == "check":
-        return _check(args.json, args.routes, args.timeout)
-    return _report(args.json)
+    try:
+        if args.command == "check":
+            return _check(args.json, args.routes, args.timeout)
+        return _report(args.json)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as other command-line tools do.
+        # stdout goes to /dev/null so the interpreter's final flush cannot fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
 
 
 if __name__ == "__main__":

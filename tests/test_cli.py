@@ -330,3 +330,23 @@ def test_version_matches_the_installed_distribution() -> None:
     assert result.stdout == f"pyinherit {installed}\n"
     assert installed == inherit.__version__
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--json"], [], ["check", "--route", "os.fork"]])
+def test_a_reader_that_goes_away_gets_no_traceback(args: list[str]) -> None:
+    """``python -m inherit | head -1``: the pipe closes early; the command stops quietly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    env = dict(os.environ, PYTHON_COLORS="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "inherit", *args],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+        timeout=120,
+    )
+    os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])

@@ -126,13 +126,16 @@ def _invalid(mem: mmap.mmap) -> str:
     return ""
 
 
-def register_snapstart(on_restore: "Callable[[], None]") -> str:
-    """Register ``on_restore`` with Lambda SnapStart's runtime hooks, where they exist."""
+def register_snapstart(before_snapshot: "Callable[[], None]", after_restore: "Callable[[], None]") -> str:
+    """Register with Lambda SnapStart's runtime hooks, where they exist."""
     if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
         return ""
     try:
-        from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+        import snapshot_restore_py  # type: ignore[import-not-found]
     except ImportError:
         return ""
-    register_after_restore(on_restore)
+    register = getattr(snapshot_restore_py, "register_before_snapshot", None)
+    if register is not None:
+        register(before_snapshot)
+    snapshot_restore_py.register_after_restore(after_restore)
     return "AWS Lambda SnapStart after-restore hook"

@@ -385,13 +385,28 @@ def _give_back_once(arena: Arena, offset: int, reentered: bool) -> None:
 
 def _retire(arena: Arena, offset: int, reentered: bool) -> None:
     """Wipe and free memory no region refers to (a slot taken for a move that did not happen)."""
-    try:
-        _wipe_slot(arena, offset)
-        _give_back_once(arena, offset, reentered)
-    except BaseException:  # interrupted: once more, so nothing is left half done
-        _wipe_slot(arena, offset)
-        _give_back_once(arena, offset, reentered)
-        raise
+    if arena.key is None or reentered:  # no lock is released in between: repeating is safe
+        try:
+            _wipe_slot(arena, offset)
+            _give_back_once(arena, offset, reentered)
+        except BaseException:  # interrupted: once more, so nothing is left half done
+            _wipe_slot(arena, offset)
+            _give_back_once(arena, offset, reentered)
+            raise
+        return
+    # Both attempts under one hold of the lock: once the slot is back and the lock is
+    # released, another thread or a signal handler may be handed it, and a repeated
+    # wipe or free would hit that new owner's region.
+    with _rt.lock:
+        try:
+            _wipe_slot(arena, offset)
+            _free_once(arena, offset)
+        except BaseException:
+            _wipe_slot(arena, offset)
+            _free_once(arena, offset)
+            raise
+        if _pending:
+            _drain()
 
 
 def _release_later(arena: Arena, offset: int, wiped: bool = False) -> None:
@@ -847,7 +862,8 @@ class Region:
         except Exception:  # pragma: no cover - interpreter shutdown: the process's memory goes anyway
             pass
         except BaseException:  # a signal handler's exception: wipe again, then let it be reported
-            _wipe_slot(arena, offset)
+            if self._view is not None:  # still ours: once it is None the slot may have a new owner
+                _wipe_slot(arena, offset)
             raise
 
     def __repr__(self) -> str:
@@ -930,9 +946,11 @@ def keep_on_fork(region: Region) -> Region:
     try:
         with lock:
             _move(region, arena, new_arena, new_offset, reentered)
-    except BaseException:
+    except BaseException as exc:
         if region._arena is not new_arena:  # not moved: the new slot goes back
             _retire(new_arena, new_offset, reentered)
+        if isinstance(exc, ValueError) and region._view is not None and not region._arena.zero:
+            return region  # a signal handler moved it meanwhile: what was asked is done
         raise
     return region
 

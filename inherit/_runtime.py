@@ -99,6 +99,7 @@ kernel_wipes = False
 _vmclock: "Any" = None
 _vm_counter: "Any" = None  # memoryview | None; compared with bytes
 _vm_last = b""
+_vm_at_snapshot = b""  # _vm_last when SnapStart took the snapshot
 restore_detection = "not checked yet (the first use checks)"
 # What the detection under way found: a fork (the kernel's or the library's wipe
 # applies), a restore from a snapshot (the VM moved), or both.
@@ -253,17 +254,25 @@ def _adopt_dead_counter() -> None:
 def _publish(mine: RLock) -> None:
     global current_generation, lock, _locks, pid_of_record, _vm_last, _forced
     generation = _fresh_generation(current_generation)
-    for step in _steps:
-        step()
     vm_now = _vm_last
     if _vmclock is not None:
+        # Read before the steps: a restore during them (a snapshot taken mid-detection)
+        # leaves the counter ahead of this value, so it is detected again, as its own event.
         vm_now = _vmclock.read_counter()
-        if vm_now is None:  # mid-update or not live: what the page holds now
-            vm_now = bytes(_vm_counter)
+        if vm_now is None:
+            # Mid-update: keep the last value, so the restore in progress is seen once the
+            # sequence count is even again. Not live (flag clear): what the page holds now.
+            vm_now = _vm_last if _vm_last and _vmclock.counter_present() else bytes(_vm_counter)
+    for step in _steps:
+        step()
     pid = _getpid()
     if kernel_wipes:
         # The lock word first, then the dict: a thread that read the old word and finds no
         # lock for it makes one, sees that it is not the current lock, and retries (_detect).
+        # Both words name this lock while the word changes (a restore keeps the PID, and
+        # threads are running): a thread that reads the new word before _locks is replaced
+        # must not make a lock of its own and publish a second time.
+        _locks[(pid, generation)] = mine
         flag[8:16] = generation.to_bytes(8, "little")  # nonzero: the generation never is 0
     _locks = {(pid, _lock_word()): mine}
     lock = mine
@@ -353,7 +362,7 @@ def _install_restore_detection() -> None:
         _vmclock = vmclock
         _pid_now = _pid_if_same_machine
     try:
-        snapstart = _restore.register_snapstart(_after_restore)
+        snapstart = _restore.register_snapstart(_before_snapshot, _after_restore)
     except Exception as exc:  # a broken hook module must not stop the first use
         snapstart = ""
         how += f"; SnapStart hook not registered: {exc}"
@@ -363,9 +372,24 @@ def _install_restore_detection() -> None:
     settle_on_read = not kernel_wipes or vmclock is not None or bool(snapstart)
 
 
+def _before_snapshot() -> None:
+    global _vm_at_snapshot
+    _vm_at_snapshot = _vm_last
+
+
 def _after_restore() -> None:
-    """SnapStart's after-restore hook: the snapshot's state belongs to no process any more."""
+    """SnapStart's after-restore hook: the snapshot's state belongs to no process any more.
+
+    Where vmclock's counter is live too, the restore is its event: one restore, one
+    event, whichever source a call notices first.
+    """
     global pid_of_record, _forced
+    if _vmclock is not None and _vmclock.counter_present():
+        if _vm_counter != _vm_last:
+            settle()  # the counter moved: detect it now, as any call would
+            return
+        if _vm_at_snapshot and _vm_last != _vm_at_snapshot:
+            return  # an earlier call already saw this restore through the counter
     _forced = "restore"
     if kernel_wipes:
         flag[0] = 0

@@ -192,8 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
-            return _check(args.json, args.routes, args.timeout)
-        return _report(args.json)
+            status = _check(args.json, args.routes, args.timeout)
+        else:
+            status = _report(args.json)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return status
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, as other command-line tools do.
         # stdout goes to /dev/null so the interpreter's final flush cannot fail again.

@@ -806,17 +806,17 @@ class Region:
         _wipe_slot(arena, offset)  # before the claim: an interrupted close() is finished by its caller
         current = self._view
         self._view = None  # the claim: no call or jump since the read above
-        if current is not view:
+        if current is view:  # the common case falls through: 3.10 runs handlers at a taken jump
+            try:
+                _give_back(arena, offset, reentered)
+            except BaseException:  # interrupted: finish the free, once
+                _give_back_once(arena, offset, reentered)
+                raise
+            finally:
+                if _exported_views:
+                    _exported_views.pop(id(view), None)
+        else:
             self._view = current  # closed or moved meanwhile: not this call's to free
-            return
-        try:
-            _give_back(arena, offset, reentered)
-        except BaseException:  # interrupted: finish the free, once
-            _give_back_once(arena, offset, reentered)
-            raise
-        finally:
-            if _exported_views:
-                _exported_views.pop(id(view), None)
 
     def __enter__(self) -> "Region":
         self._live()
@@ -1006,13 +1006,14 @@ def _commit_move(
 ) -> None:
     current = region._view
     region._view = None  # the claim: no call or jump since the read above
-    if current is not view:  # closed by a signal handler meanwhile
+    if current is view:  # falls through: 3.10 runs handlers at a taken jump
+        region._arena = new_arena
+        region._offset = new_offset
+        region._view = new_view  # the commit: plain stores, never split
+    else:  # closed by a signal handler meanwhile
         region._view = current
         new_view.release()
         raise ValueError("the Region was closed or moved during keep_on_fork()")
-    region._arena = new_arena
-    region._offset = new_offset
-    region._view = new_view  # the commit: plain stores, never split
     try:
         _wipe_slot(arena, old_offset)
         _give_back(arena, old_offset, reentered)

@@ -252,7 +252,7 @@ def _adopt_dead_counter() -> None:
 
 
 def _publish(mine: RLock) -> None:
-    global current_generation, lock, _locks, pid_of_record, _vm_last, _forced
+    global current_generation, lock, _locks, pid_of_record, _vm_last, _forced, _fork_in_progress
     generation = _fresh_generation(current_generation)
     vm_now = _vm_last
     if _vmclock is not None:
@@ -278,6 +278,7 @@ def _publish(mine: RLock) -> None:
     lock = mine
     current_generation = generation
     _forced = ""
+    _fork_in_progress = False
     if _accel is not None:  # before the flag: see publish()
         _accel.publish(generation, -1 if kernel_wipes else pid, vm_now if _vmclock is not None else None)
     _vm_last = vm_now  # after the generation: a thread that sees this counter sees it too
@@ -426,10 +427,28 @@ def _specialize_for_getpid() -> None:
 # -- the only at-fork registration ---------------------------------------------------------------------
 
 
+# True from os.fork()'s before hook until the state is published again: a child inherits
+# it set, and a detection there (the library used by code that ran before this module's
+# after-fork hook: another hook, a finalizer) clears it.
+_fork_in_progress = False
+
+
+def _before_fork() -> None:
+    global _fork_in_progress
+    _fork_in_progress = True
+
+
+def _after_fork_in_parent() -> None:
+    global _fork_in_progress
+    _fork_in_progress = False
+
+
 def _at_fork_in_child() -> None:
     global pid_of_record, _forced
     if not installed:
         return  # never choose a backend in a fork hook: that may fork
+    if not _fork_in_progress:
+        return  # this child already detected itself: forcing again would make a second new process
     # A new process, whatever the flag says (a verification that was fooled) and even
     # with the parent's PID (PID namespaces): nothing published belongs to it.
     _locks.clear()  # only this thread survived: no lock of the parent's may be waited for
@@ -447,7 +466,9 @@ def _at_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_at_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_at_fork_in_child
+    )
 
 
 # -- after_fork callbacks --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ callback through its own detection.
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -114,3 +115,47 @@ def test_a_process_forked_from_a_callback_runs_each_callback_once(backend: str) 
     out = run_case(FORKING_CALLBACK, env={"INHERIT_BACKEND": backend}, timeout=120)
     assert len(out["runs"]) == 2, f"expected the child and its helper: {out}"
     assert all(count == 1 for count in out["runs"].values()), f"reconnect ran more than once: {out['runs']}"
+
+
+EARLIER_HOOK = r"""
+import json, os, sys
+early = []
+# Registered before inherit is imported, so os.fork() runs it before the library's own
+# after-fork hook: the library is used in the child before that hook runs (as any hook,
+# or a finalizer run by one, can do).
+os.register_at_fork(after_in_child=lambda: early.append(sys.modules["inherit"].generation()))
+import inherit
+from inherit.testing import run_in_child
+
+inits, calls = [], []
+
+class Conn(inherit.ForkLocal):
+    def __init__(self):
+        inits.append(os.getpid())
+        self.ident = os.urandom(4).hex()
+
+conn = Conn()
+inherit.after_fork(lambda: calls.append(os.getpid()))
+parent = inherit.generation()
+
+def child():
+    ident = conn.ident
+    return {"early": early, "now": inherit.generation(), "parent": parent, "callbacks": len(calls),
+            "inits": inits.count(os.getpid()), "stable": conn.ident == ident}
+
+print("RESULT " + json.dumps(run_in_child(child, route=ROUTE, timeout=30)))
+"""
+
+
+@pytest.mark.parametrize("route", ["os.fork", "multiprocessing"])
+def test_a_child_that_used_the_library_before_its_fork_hook_is_one_new_process(
+    backend: str, route: str
+) -> None:
+    from support import run_python
+
+    proc = run_python(EARLIER_HOOK.replace("ROUTE", repr(route)), env={"INHERIT_BACKEND": backend})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["early"] and out["early"][0] != out["parent"], out
+    assert out["early"] == [out["now"]], f"the generation moved twice in one child: {out}"
+    assert out["callbacks"] == 1 and out["inits"] == 1 and out["stable"], out

@@ -148,7 +148,8 @@ class Interrupt(BaseException):
 armed = [False]
 
 def on_alarm(signum, frame):
-    if armed[0]:  # a late alarm, delivered after the window closed, is not part of the case
+    if armed[0]:  # one interrupt per window: a late alarm, or a second one, is not part of the case
+        armed[0] = False
         raise Interrupt
 
 def mapped(address):

@@ -384,21 +384,26 @@ def _after_restore() -> None:
     Where vmclock's counter is live too, the restore is its event: one restore, one
     event, whichever source a call notices first.
     """
-    global pid_of_record, _forced
     if _vmclock is not None and _vmclock.counter_present():
         if _vm_counter != _vm_last:
             settle()  # the counter moved: detect it now, as any call would
             return
         if _vm_at_snapshot and _vm_last != _vm_at_snapshot:
             return  # an earlier call already saw this restore through the counter
-    _forced = "restore"
+    _force_detection("restore")
+    _detect()
+
+
+def _force_detection(kind: str) -> None:
+    """Make the next check take the slow path and treat what it finds as ``kind``."""
+    global pid_of_record, _forced
+    _forced = kind
     if kernel_wipes:
         flag[0] = 0
     else:
         pid_of_record = -1
         if _accel is not None:
             _accel.publish(current_generation, -1, None if _vmclock is None else _vm_last)
-    _detect()
 
 
 def selection() -> "Selection":
@@ -444,7 +449,6 @@ def _after_fork_in_parent() -> None:
 
 
 def _at_fork_in_child() -> None:
-    global pid_of_record, _forced
     if not installed:
         return  # never choose a backend in a fork hook: that may fork
     if not _fork_in_progress:
@@ -452,13 +456,7 @@ def _at_fork_in_child() -> None:
     # A new process, whatever the flag says (a verification that was fooled) and even
     # with the parent's PID (PID namespaces): nothing published belongs to it.
     _locks.clear()  # only this thread survived: no lock of the parent's may be waited for
-    _forced = "fork"
-    if kernel_wipes:
-        flag[0] = 0
-    else:
-        pid_of_record = -1
-        if _accel is not None:
-            _accel.publish(current_generation, -1, None if _vmclock is None else _vm_last)
+    _force_detection("fork")
     try:
         _detect()  # eager: wipe and run the callbacks before the child's code runs
     except Exception as exc:

@@ -300,6 +300,8 @@ def _take_slot(slot: int, zero: bool, secret: bool, restore_zero: bool = False) 
 
 
 def _own_mapping(size: int, zero: bool, secret: bool, restore_zero: bool = False) -> Arena:
+    if not _zeros:  # now, not at the wipe: a finalizer under an address-space limit allocates nothing
+        _zeros.append(memoryview(bytes(_CHUNK)))
     rounded = (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
     arena = Arena(rounded, rounded, zero, secret, None, restore_zero)
     _register(arena)

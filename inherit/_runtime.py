@@ -252,7 +252,15 @@ def _adopt_dead_counter() -> None:
 
 
 def _publish(mine: RLock) -> None:
-    global current_generation, lock, _locks, pid_of_record, _vm_last, _forced, _fork_in_progress
+    global \
+        current_generation, \
+        lock, \
+        _locks, \
+        pid_of_record, \
+        _vm_last, \
+        _forced, \
+        _fork_in_progress, \
+        _published_pid
     generation = _fresh_generation(current_generation)
     vm_now = _vm_last
     if _vmclock is not None:
@@ -279,6 +287,7 @@ def _publish(mine: RLock) -> None:
     current_generation = generation
     _forced = ""
     _fork_in_progress = False
+    _published_pid = pid
     if _accel is not None:  # before the flag: see publish()
         _accel.publish(generation, -1 if kernel_wipes else pid, vm_now if _vmclock is not None else None)
     _vm_last = vm_now  # after the generation: a thread that sees this counter sees it too
@@ -436,6 +445,7 @@ def _specialize_for_getpid() -> None:
 # it set, and a detection there (the library used by code that ran before this module's
 # after-fork hook: another hook, a finalizer) clears it.
 _fork_in_progress = False
+_published_pid = -1  # the PID of the process that last published the state
 
 
 def _before_fork() -> None:
@@ -451,8 +461,11 @@ def _after_fork_in_parent() -> None:
 def _at_fork_in_child() -> None:
     if not installed:
         return  # never choose a backend in a fork hook: that may fork
-    if not _fork_in_progress:
-        return  # this child already detected itself: forcing again would make a second new process
+    if not _fork_in_progress and _published_pid == _getpid():
+        # This child already detected itself (the library was used before this hook ran):
+        # forcing again would make a second new process. A fork that ran no before hook
+        # (uWSGI's --py-call-osafterfork) leaves the parent's PID here, and is forced.
+        return
     # A new process, whatever the flag says (a verification that was fooled) and even
     # with the parent's PID (PID namespaces): nothing published belongs to it.
     _locks.clear()  # only this thread survived: no lock of the parent's may be waited for

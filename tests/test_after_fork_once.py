@@ -159,3 +159,39 @@ def test_a_child_that_used_the_library_before_its_fork_hook_is_one_new_process(
     assert out["early"] and out["early"][0] != out["parent"], out
     assert out["early"] == [out["now"]], f"the generation moved twice in one child: {out}"
     assert out["callbacks"] == 1 and out["inits"] == 1 and out["stable"], out
+
+
+AFTER_FORK_CHILD_ONLY = r"""
+import ctypes, json, os
+import inherit
+# What uWSGI does with --py-call-osafterfork: fork() from C, then only the child half of
+# Python's fork protocol (PyOS_AfterFork_Child), without PyOS_BeforeFork in the parent.
+libc = ctypes.CDLL(None, use_errno=True)
+region = inherit.zero_on_fork(32)
+region[:] = b"\x5a" * 32
+view = region.view()
+calls = []
+inherit.after_fork(lambda: calls.append(1))
+parent = inherit.generation()
+read_end, write_end = os.pipe()
+pid = libc.fork()
+if pid == 0:
+    ctypes.pythonapi.PyOS_AfterFork_Child()
+    first_look = bytes(view) == bytes(32)  # before any library call: the hook must have run
+    report = {"view_zero": first_look, "callbacks": len(calls), "moved": inherit.generation() != parent}
+    os.write(write_end, json.dumps(report).encode())
+    os._exit(0)
+os.close(write_end)
+data = os.read(read_end, 4096)
+os.waitpid(pid, 0)
+print("RESULT " + data.decode())
+"""
+
+
+def test_a_fork_that_runs_only_the_child_hook_is_settled_by_it(backend: str) -> None:
+    from support import run_python
+
+    proc = run_python(AFTER_FORK_CHILD_ONLY, env={"INHERIT_BACKEND": backend})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out == {"view_zero": True, "callbacks": 1, "moved": True}, out

@@ -96,7 +96,7 @@ def test_ordinary_regions_never_share_pages_with_secret_ones() -> None:
 
 DROP_PRIVILEGES = r"""
 import ctypes, json, os, resource, sys
-import inherit, inherit._region, inherit.backends._ffi, inherit.backends._secret
+import inherit, inherit._region, inherit.backends._ffi, inherit.backends._secret, inherit.backends.madvise
 from inherit.testing import available_routes, run_in_child
 
 out = {}

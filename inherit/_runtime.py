@@ -393,13 +393,24 @@ def _after_restore() -> None:
     Where vmclock's counter is live too, the restore is its event: one restore, one
     event, whichever source a call notices first.
     """
-    if _vmclock is not None and _vmclock.counter_present():
-        if _vm_counter != _vm_last:
-            settle()  # the counter moved: detect it now, as any call would
-            return
-        if _vm_at_snapshot and _vm_last != _vm_at_snapshot:
-            return  # an earlier call already saw this restore through the counter
-    _force_detection("restore")
+    pause = _gc_isenabled()  # from the check to the force, as in the fork hook
+    if pause:
+        _gc_disable()
+    try:
+        if _vmclock is not None and _vmclock.counter_present():
+            if _vm_counter != _vm_last:
+                moved = True  # the counter moved: detect it as any call would
+            elif _vm_at_snapshot and _vm_last != _vm_at_snapshot:
+                return  # an earlier call already saw this restore through the counter
+            else:
+                moved = False
+        else:
+            moved = False
+        if not moved:
+            _force_detection("restore")
+    finally:
+        if pause:
+            _gc_enable()
     _detect()
 
 
@@ -461,15 +472,24 @@ def _after_fork_in_parent() -> None:
 def _at_fork_in_child() -> None:
     if not installed:
         return  # never choose a backend in a fork hook: that may fork
-    if not _fork_in_progress and _published_pid == _getpid():
-        # This child already detected itself (the library was used before this hook ran):
-        # forcing again would make a second new process. A fork that ran no before hook
-        # (uWSGI's --py-call-osafterfork) leaves the parent's PID here, and is forced.
-        return
-    # A new process, whatever the flag says (a verification that was fooled) and even
-    # with the parent's PID (PID namespaces): nothing published belongs to it.
-    _locks.clear()  # only this thread survived: no lock of the parent's may be waited for
-    _force_detection("fork")
+    # The GC is paused from the check to the force: a finalizer that detected this child in
+    # between (3.10 allocates a frame per call) would otherwise be followed by a second detection.
+    pause = _gc_isenabled()
+    if pause:
+        _gc_disable()
+    try:
+        if not _fork_in_progress and _published_pid == _getpid():
+            # This child already detected itself (the library was used before this hook ran):
+            # forcing again would make a second new process. A fork that ran no before hook
+            # (uWSGI's --py-call-osafterfork) leaves the parent's PID here, and is forced.
+            return
+        # A new process, whatever the flag says (a verification that was fooled) and even
+        # with the parent's PID (PID namespaces): nothing published belongs to it.
+        _locks.clear()  # only this thread survived: no lock of the parent's may be waited for
+        _force_detection("fork")
+    finally:
+        if pause:
+            _gc_enable()
     try:
         _detect()  # eager: wipe and run the callbacks before the child's code runs
     except Exception as exc:

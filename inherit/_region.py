@@ -38,7 +38,10 @@ PAGE_SIZE = mmap.PAGESIZE
 ARENA_SIZE = max(64 * 1024, PAGE_SIZE)
 _MAX_SIZE = sys.maxsize // 2
 _CHUNK = 64 * 1024
-_zeros: "list[memoryview]" = []  # one chunk of zeros, made on first use
+# One chunk of zeros, made on first use. Bytes, not a memoryview: at interpreter shutdown
+# this list can sit in a garbage cycle while a wipe exports it, and CPython before 3.12.7
+# crashes when its collector clears an exported memoryview (gh-77894).
+_zeros: "list[bytes]" = []
 # The advice that gives pages back as zeros (backends.ZEROING_ADVICE), looked up on first use.
 _zeroing_advice: "list[int | None]" = []
 
@@ -61,7 +64,7 @@ def slot_size(size: int) -> int:
     return _SLOT_OF[size] if size <= MAX_SLOT else 0
 
 
-def _wipe(view: memoryview, _zeros: "list[memoryview]" = _zeros, _chunk: int = _CHUNK) -> None:
+def _wipe(view: memoryview, _zeros: "list[bytes]" = _zeros, _chunk: int = _CHUNK) -> None:
     """Zero ``view`` in bounded chunks: never a copy the size of the region.
 
     What it uses is bound at definition: finalizers call it at interpreter
@@ -69,7 +72,7 @@ def _wipe(view: memoryview, _zeros: "list[memoryview]" = _zeros, _chunk: int = _
     """
     size = len(view)
     if not _zeros:
-        _zeros.append(memoryview(bytes(_chunk)))
+        _zeros.append(bytes(_chunk))
     zeros = _zeros[0]
     start = 0
     while start < size:
@@ -78,11 +81,17 @@ def _wipe(view: memoryview, _zeros: "list[memoryview]" = _zeros, _chunk: int = _
         start = end
 
 
+# mmap.find() read past the end of its range before 3.11.5 (gh-105235), which segfaults
+# when the next page is unmapped; older versions compare a page at a time instead.
+_find_reads_only_inside = sys.version_info >= (3, 11, 5)
+
+
 def _wipe_mapping(
     arena: "Arena",
-    _zeros: "list[memoryview]" = _zeros,
+    _zeros: "list[bytes]" = _zeros,
     _chunk: int = _CHUNK,
     _zeroing_advice: "list[int | None]" = _zeroing_advice,
+    _find_reads_only_inside: bool = _find_reads_only_inside,
 ) -> None:
     """Zero a whole arena without touching pages nobody wrote (no RSS growth, no copy-on-write).
 
@@ -106,15 +115,23 @@ def _wipe_mapping(
         except OSError:  # refused (mlocked, confined): the writes below do it
             pass
     if not _zeros:
-        _zeros.append(memoryview(bytes(_chunk)))
+        _zeros.append(bytes(_chunk))
     zeros = _zeros[0]
     size = len(mem)
     start = 0
+    if _find_reads_only_inside:
+        while start < size:
+            end = min(start + _chunk, size)
+            needle = zeros if end - start == _chunk else zeros[: end - start]
+            if mem.find(needle, start, end) != start:
+                mem[start:end] = needle
+            start = end
+        return
+    page = zeros[:PAGE_SIZE]  # a page at a time: small copies, no read past the mapping
     while start < size:
-        end = min(start + _chunk, size)
-        needle = zeros if end - start == _chunk else zeros[: end - start]
-        if mem.find(needle, start, end) != start:
-            mem[start:end] = needle
+        end = min(start + PAGE_SIZE, size)
+        if mem[start:end] != (page if end - start == PAGE_SIZE else page[: end - start]):
+            mem[start:end] = page[: end - start]
         start = end
 
 
@@ -301,7 +318,7 @@ def _take_slot(slot: int, zero: bool, secret: bool, restore_zero: bool = False) 
 
 def _own_mapping(size: int, zero: bool, secret: bool, restore_zero: bool = False) -> Arena:
     if not _zeros:  # now, not at the wipe: a finalizer under an address-space limit allocates nothing
-        _zeros.append(memoryview(bytes(_CHUNK)))
+        _zeros.append(bytes(_CHUNK))
     rounded = (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
     arena = Arena(rounded, rounded, zero, secret, None, restore_zero)
     _register(arena)
@@ -838,6 +855,7 @@ class Region:
         _later: "Any" = _release_later,
         _orphans: "Any" = _orphans,
         _exported_views: "Any" = _exported_views,
+        _finalizing: "Any" = sys.is_finalizing,
     ) -> None:
         # Everything used here is bound at definition: at interpreter shutdown
         # module globals may already be gone.
@@ -845,7 +863,9 @@ class Region:
             view = self._view
         except AttributeError:  # construction failed before the view was set
             return
-        if view is None:
+        if view is None or _finalizing():
+            # At shutdown the process's memory goes with it; a wipe then would run the
+            # collector over half-torn-down modules, which CPython 3.11.2 crashes on.
             return
         arena, offset = self._arena, self._offset
         try:

@@ -80,7 +80,7 @@ def test_setup_commands_install_into_a_virtual_environment() -> None:
         assert command.startswith("python3 -m venv .venv && ")
         # Every pip and tool call goes through the environment's Python, never the system's.
         for step in command.split("#")[0].split("&&")[1:]:
-            assert step.strip().startswith(".venv/bin/python -m "), step
+            assert re.match(r"\.venv/bin/python (-I )?-m ", step.strip()), step
     assert "-m inherit" in commands[0] and "-m tox" in commands[1]
 
 
